@@ -1,0 +1,1 @@
+"""Audio I/O: demo data, shard codecs, decoding and resampling."""

@@ -1,0 +1,105 @@
+"""The `pipeline` command: one subcommand per stage or tool, each a thin call into a plain function.
+
+Config mistakes print every problem and exit with status 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import yaml
+
+EXIT_CONFIG_ERROR = 2
+
+
+def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("experiment", type=Path, help="experiment YAML file")
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="override values (typed as YAML)")
+
+
+def _load(args: argparse.Namespace):
+    from pipeline.config import load_experiment
+
+    return load_experiment(args.experiment, args.overrides)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from pipeline.config import stage_hashes
+
+    experiment = _load(args)
+    print(f"ok: experiment '{experiment.name}' ({args.experiment}) is valid")
+    print(f"  audio_dir: {experiment.paths.audio_dir}")
+    print(f"  work_dir:  {experiment.work_dir}")
+    for stage, digest in stage_hashes(experiment).items():
+        print(f"  {stage} hash: {digest}")
+    if not experiment.paths.audio_dir.is_dir():
+        print(f"warning: audio_dir {experiment.paths.audio_dir} does not exist (yet)", file=sys.stderr)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from pipeline.config import to_plain
+
+    experiment = _load(args)
+    yaml.safe_dump(to_plain(experiment), sys.stdout, sort_keys=False, allow_unicode=True)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from pipeline.config import experiment_schema
+
+    text = json.dumps(experiment_schema(), indent=2) + "\n"
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    import soundfile as sf
+
+    from pipeline.audio.demo import write_demo_data
+
+    files = write_demo_data(args.out_dir, seed=args.seed, total_seconds=args.seconds)
+    seconds = sum(sf.info(str(path)).duration for path in files)
+    print(f"wrote {len(files)} audio files ({seconds / 60:.1f} minutes) with sidecar metadata to {args.out_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pipeline import __version__
+
+    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    _add_experiment_arguments(command("validate", cmd_validate, "check an experiment and print its stage hashes"))
+    _add_experiment_arguments(command("show", cmd_show, "print the resolved experiment (extends and overrides applied)"))
+    schema = command("schema", cmd_schema, "print the JSON Schema of experiment files")
+    schema.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+    demo = command("demo-data", cmd_demo_data, "write the deterministic demo audio corpus")
+    demo.add_argument("out_dir", type=Path)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seconds", type=float, default=180.0, help="total audio duration (default 180)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pipeline.config.errors import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as error:
+        print(error.report(), file=sys.stderr)
+        return EXIT_CONFIG_ERROR

@@ -1,0 +1,28 @@
+"""Base classes shared by every config model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors and a loaded config never changes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True)
+
+
+def _require_type(schema: dict[str, Any]) -> None:
+    """In a file, `type` picks the component, so the JSON Schema requires it (as validation does)."""
+    required = schema.setdefault("required", [])
+    if "type" not in required:
+        required.insert(0, "type")
+
+
+class ComponentConfig(StrictModel):
+    """Config of a registered component; subclasses narrow `type` to `Literal["<name>"]`."""
+
+    model_config = ConfigDict(json_schema_extra=_require_type)
+
+    type: str

@@ -1,0 +1,80 @@
+"""The top-level `Experiment` and `load_experiment`: file -> extends -> overrides -> validated, frozen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from pydantic import Field, ValidationError, model_validator
+
+from pipeline.config.base import StrictModel
+from pipeline.config.errors import ConfigError, ConfigProblem
+from pipeline.config.loader import Document, load_document
+from pipeline.config.sections import DataConfig, PathsConfig, ResourcesConfig
+from pipeline.config.validation import problems_from_validation_error
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class Experiment(StrictModel):
+    """One experiment: every stage reads its settings from here.
+
+    Later stages slot in as further optional sections (autoencoder, pre_encode, train, sample)."""
+
+    name: str = Field(
+        pattern=NAME_PATTERN,
+        max_length=128,
+        description="letters, digits, '_', '.', '-'; starts with a letter or digit",
+    )
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of every random choice in every stage")
+    paths: PathsConfig
+    data: DataConfig = Field(default_factory=DataConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_work_dir(cls, raw: Any) -> Any:
+        """work_dir defaults to results/<name> (resolved like any other relative path)."""
+        if isinstance(raw, dict) and isinstance(raw.get("paths"), dict) and isinstance(raw.get("name"), str):
+            if raw["paths"].get("work_dir") is None:
+                raw = {**raw, "paths": {**raw["paths"], "work_dir": f"results/{raw['name']}"}}
+        return raw
+
+    @property
+    def work_dir(self) -> Path:
+        assert self.paths.work_dir is not None  # set by _default_work_dir
+        return self.paths.work_dir
+
+
+def load_experiment(
+    path: str | Path, overrides: Iterable[str] = (), base_dir: str | Path | None = None
+) -> Experiment:
+    """Load, merge, override and validate an experiment; raise ConfigError listing every problem.
+
+    Relative paths in `paths` are resolved against `base_dir` (default: the current directory)."""
+    document = load_document(path, overrides)
+    return validate_document(document, base_dir)
+
+
+def validate_document(document: Document, base_dir: str | Path | None = None) -> Experiment:
+    problems = list(document.problems)
+    experiment = None
+    context = {"base_dir": Path(base_dir) if base_dir is not None else Path.cwd()}
+    try:
+        experiment = Experiment.model_validate(document.data, context=context)
+    except ValidationError as error:
+        problems.extend(problems_from_validation_error(error, Experiment, document))
+    except (ValueError, TypeError, OverflowError, RecursionError) as error:  # a validator's own failure
+        problems.append(ConfigProblem("", f"cannot validate: {error}", document.origin_of(())))
+    if problems or experiment is None:
+        raise ConfigError(_dedupe(problems), document.source)
+    return experiment
+
+
+def _dedupe(problems: list[ConfigProblem]) -> list[ConfigProblem]:
+    return list(dict.fromkeys(problems))
+
+
+def to_plain(experiment: Experiment) -> dict[str, Any]:
+    """The resolved experiment as plain YAML/JSON-able data (paths as strings, every default written)."""
+    return experiment.model_dump(mode="json")

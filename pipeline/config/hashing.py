@@ -1,0 +1,62 @@
+"""Stage hashes: a stable digest of the config each stage depends on, chained with its upstream stage.
+
+Hashes are computed on the validated model dumped with every default written out, as canonical
+JSON (sorted keys), so key order and explicitly written defaults never change them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.config.experiment import Experiment
+
+
+@dataclass(frozen=True)
+class StageInputs:
+    upstream: str | None  # stage whose hash is chained into this one
+    fields: tuple[str, ...]  # dotted experiment fields this stage reads
+    version: int = 1  # bump when a stage's output format changes, to invalidate old outputs
+
+
+# Resources, names and the work_dir never enter a hash: they change where and how fast, not what.
+STAGE_INPUTS: dict[str, StageInputs] = {
+    "shard": StageInputs(None, ("paths.audio_dir", "data")),
+    "train_autoencoder": StageInputs("shard", ("autoencoder", "seed")),
+    "pre_encode": StageInputs("shard", ("autoencoder", "pre_encode")),
+    "train": StageInputs("pre_encode", ("train", "seed")),
+    "sample": StageInputs("train", ("sample", "seed")),
+}
+
+
+def _field(experiment: Experiment, dotted_name: str) -> Any:
+    """A (possibly not yet existing) section as plain JSON data; absent sections are null."""
+    value: Any = experiment.model_dump(mode="json")
+    for part in dotted_name.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def canonical_digest(data: Any) -> str:
+    encoded = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+def stage_hash(experiment: Experiment, stage: str) -> str:
+    """Hex digest (16 chars) of `stage`'s config subset and its upstream chain."""
+    if stage not in STAGE_INPUTS:
+        raise KeyError(f"unknown stage {stage!r}; stages with hashes: {sorted(STAGE_INPUTS)}")
+    inputs = STAGE_INPUTS[stage]
+    payload = {
+        "stage": stage,
+        "version": inputs.version,
+        "upstream": stage_hash(experiment, inputs.upstream) if inputs.upstream else None,
+        "fields": {name: _field(experiment, name) for name in inputs.fields},
+    }
+    return canonical_digest(payload)[:16]
+
+
+def stage_hashes(experiment: Experiment) -> dict[str, str]:
+    return {stage: stage_hash(experiment, stage) for stage in STAGE_INPUTS}
