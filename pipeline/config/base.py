@@ -14,7 +14,9 @@ class StrictModel(BaseModel):
 
 
 def _require_type(schema: dict[str, Any]) -> None:
-    """In a file, `type` picks the component, so the JSON Schema requires it (as validation does)."""
+    """In a file, `type` picks the component, so the JSON Schema requires it (as validation does) and
+    gives it no default (snakemake's validate would fill it in and accept what loading rejects)."""
+    schema.get("properties", {}).get("type", {}).pop("default", None)
     required = schema.setdefault("required", [])
     if "type" not in required:
         required.insert(0, "type")

@@ -63,7 +63,7 @@ def validate_document(document: Document, base_dir: str | Path | None = None) ->
     try:
         experiment = Experiment.model_validate(document.data, context=context)
     except ValidationError as error:
-        problems.extend(problems_from_validation_error(error, Experiment, document))
+        problems.extend(problems_from_validation_error(error, Experiment, document, document.incomplete))
     except (ValueError, TypeError, OverflowError, RecursionError) as error:  # a validator's own failure
         problems.append(ConfigProblem("", f"cannot validate: {error}", document.origin_of(())))
     if problems or experiment is None:

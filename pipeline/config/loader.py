@@ -57,6 +57,7 @@ class Document:
     origins: dict[Key, Origin]
     problems: list[ConfigProblem]
     source: str
+    incomplete: bool = False  # a file of the chain could not be read: keys may be missing because of it
 
     def origin_of(self, loc: Iterable[object]) -> Origin | None:
         """Origin of the longest known prefix of `loc` (a missing key points at its parent)."""
@@ -72,14 +73,15 @@ def load_document(path: str | Path, overrides: Iterable[str] = ()) -> Document:
     """Read `path` with its extends chain, apply overrides; problems are collected, not raised."""
     problems: list[ConfigProblem] = []
     layers = _load_chain(Path(path), (), problems)
-    override_layer = _override_layer(list(overrides), problems)
     data: dict[str, Any] = {}
     origins: dict[Key, Origin] = {}
     for layer in layers:
         data = deep_merge(data, layer.data)
         origins.update(layer.origins)
+    incomplete = any(p.path in ("", "extends") for p in problems)  # a file of the chain is missing
+    override_layer = _override_layer(list(overrides), problems)
     _apply_overrides(data, origins, override_layer, problems)
-    return Document(data, origins, problems, str(path))
+    return Document(data, origins, problems, str(path), incomplete)
 
 
 def deep_merge(base: Any, child: Any) -> Any:

@@ -13,10 +13,13 @@ from pipeline.config.loader import Document
 
 
 def problems_from_validation_error(
-    error: ValidationError, root: type[BaseModel], document: Document
+    error: ValidationError, root: type[BaseModel], document: Document, skip_missing: bool = False
 ) -> list[ConfigProblem]:
+    """`skip_missing`: a file of the chain could not be read, so "required key is missing" would mislead."""
     problems = []
     for item in error.errors(include_url=False):
+        if skip_missing and item["type"] == "missing":
+            continue
         loc, parent = _clean_loc(root, item["loc"])
         path = dotted(loc)
         problems.append(ConfigProblem(path, _plain_message(item, parent, loc), document.origin_of(loc)))
