@@ -71,6 +71,49 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from pipeline.config import to_plain
+    from pipeline.shards.plan import plan_path, write_plan
+    from pipeline.utils.atomic import write_json_if_changed
+
+    experiment = _load(args)
+    write_json_if_changed(experiment.work_dir / "experiment.json", to_plain(experiment))
+    plan = write_plan(experiment)
+    totals = plan["totals"]
+    print(
+        f"plan: {totals['files']} files, {totals['items']} items, {totals['seconds'] / 3600:.2f} h -> "
+        f"{totals['shards']} shards; {totals['rejected']} rejected, {totals['ignored']} ignored ({plan_path(experiment)})"
+    )
+    return 0
+
+
+def cmd_shard(args: argparse.Namespace) -> int:
+    from pipeline.shards.run import load_plan, summarise, write_all_shards
+    from pipeline.shards.writer import write_shard
+
+    experiment = _load(args)
+    if args.all:
+        summary = write_all_shards(experiment, workers=args.workers, force=args.force, progress=not args.quiet)
+    else:
+        result = write_shard(experiment, load_plan(experiment), args.shard, force=args.force)
+        state = "up to date" if result.skipped else "written"
+        print(f"shard {args.shard}: {result.items} items, {result.seconds:.1f} s of audio, "
+              f"{len(result.rejected)} rejected ({state})")  # fmt: skip
+        if not args.summary:
+            return 0
+        summary = summarise(experiment)
+    print(summary.line())
+    return 0
+
+
+def cmd_shard_summary(args: argparse.Namespace) -> int:
+    from pipeline.shards.run import summarise
+
+    summary = summarise(_load(args))
+    print(summary.line())
+    return 1 if summary.missing_shards else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pipeline import __version__
 
@@ -87,6 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment_arguments(command("show", cmd_show, "print the resolved experiment (extends and overrides applied)"))
     schema = command("schema", cmd_schema, "print the JSON Schema of experiment files")
     schema.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+    _add_experiment_arguments(command("plan", cmd_plan, "list audio_dir, read headers, assign items to shards"))
+    shard = command("shard", cmd_shard, "write WebDataset shard tars (one, or every pending one)")
+    _add_experiment_arguments(shard)
+    which = shard.add_mutually_exclusive_group(required=True)
+    which.add_argument("--shard", type=int, metavar="N", help="write shard N of the plan")
+    which.add_argument("--all", action="store_true", help="write every shard that is not up to date")
+    shard.add_argument("--workers", type=int, default=1, metavar="K", help="processes for --all (default 1)")
+    shard.add_argument("--force", action="store_true", help="rewrite even up-to-date shards")
+    shard.add_argument("--summary", action="store_true", help="with --shard: also refresh rejected.jsonl")
+    shard.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_experiment_arguments(
+        command("shard-summary", cmd_shard_summary, "gather rejects into rejected.jsonl; exit 1 if shards are missing")
+    )
     demo = command("demo-data", cmd_demo_data, "write the deterministic demo audio corpus")
     demo.add_argument("out_dir", type=Path)
     demo.add_argument("--seed", type=int, default=0)
@@ -103,3 +159,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(error.report(), file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    except (FileNotFoundError, IndexError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,94 @@
+"""Decode a file, fit its channels to the experiment, resample: the per-item audio path of the shard stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+# ITU-R BS.775 downmix of 5.1 (L, R, C, LFE, Ls, Rs) to stereo, LFE dropped, normalised to unit gain.
+_ITU_51_TO_STEREO = np.array(
+    [[1.0, 0.0], [0.0, 1.0], [0.7071, 0.7071], [0.0, 0.0], [0.7071, 0.0], [0.0, 0.7071]], dtype=np.float32
+) / np.float32(1.0 + 0.7071 + 0.7071)
+
+
+class AudioRejected(Exception):
+    """This input cannot become an item; the message is the reason recorded in the rejects ledger."""
+
+
+@dataclass(frozen=True)
+class Header:
+    format: str
+    subtype: str
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def read_header(path: str | Path) -> Header:
+    """Header only, no decoding. Raises AudioRejected with the library's reason."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as error:
+        raise AudioRejected(f"unreadable: {_reason(error)}") from None
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise AudioRejected("zero length: the file holds no audio frames")
+    return Header(info.format, info.subtype, int(info.samplerate), int(info.channels), int(info.frames))
+
+
+def decode(path: str | Path, expected_frames: int | None = None) -> tuple[np.ndarray, int]:
+    """Whole file as float32 (frames, channels) and its rate; a short read is rejected as truncated."""
+    try:
+        audio, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as error:
+        raise AudioRejected(f"decode error: {_reason(error)}") from None
+    if len(audio) == 0:
+        raise AudioRejected("zero length: decoding gave no frames")
+    if expected_frames is not None and len(audio) < expected_frames:
+        raise AudioRejected(f"truncated: decoded {len(audio)} of the {expected_frames} frames the header announces")
+    if not np.all(np.isfinite(audio)):
+        raise AudioRejected("corrupt: decoded samples contain NaN or infinity")
+    return audio, int(sample_rate)
+
+
+def _reason(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def convert_channels(audio: np.ndarray, channels: int, multichannel: str) -> np.ndarray:
+    """Fit (frames, n) audio to 1 or 2 channels: mono is duplicated, stereo averaged, more downmixed or rejected."""
+    source = audio.shape[1]
+    if source > 2 and multichannel == "reject":
+        raise AudioRejected(f"unsupported channel layout: {source} channels (data.multichannel is 'reject')")
+    if source == channels:
+        return audio
+    if channels == 1:
+        return audio.mean(axis=1, keepdims=True, dtype=np.float32)
+    if source == 1:
+        return np.repeat(audio, 2, axis=1)
+    if source == 6:
+        return audio @ _ITU_51_TO_STEREO
+    return np.repeat(audio.mean(axis=1, keepdims=True, dtype=np.float32), 2, axis=1)
+
+
+def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """soxr high-quality resampling of (frames, channels) float32; identity when the rates match."""
+    if source_rate == target_rate:
+        return np.ascontiguousarray(audio, dtype=np.float32)
+    return np.ascontiguousarray(soxr.resample(audio, source_rate, target_rate, quality="HQ"), dtype=np.float32)
+
+
+def prepare(
+    path: str | Path, sample_rate: int, channels: int, multichannel: str, expected_frames: int | None = None
+) -> np.ndarray:
+    """decode -> channels -> resample, clipped to [-1, 1] for integer codecs."""
+    audio, source_rate = decode(path, expected_frames)
+    audio = convert_channels(audio, channels, multichannel)
+    return np.clip(resample(audio, source_rate, sample_rate), -1.0, 1.0)

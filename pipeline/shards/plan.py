@@ -1,0 +1,269 @@
+"""`pipeline plan`: list audio_dir, read headers (no decoding), cut long items into segments, assign
+items to shards by the item and byte budget, and write `<work_dir>/shards/plan.json`.
+
+Every file under audio_dir is accounted for: audio files become items or plan-stage rejects; other
+files are listed as ignored with the reason."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.audio.convert import AudioRejected, read_header
+from pipeline.config.experiment import Experiment
+from pipeline.config.hashing import stage_hash
+from pipeline.shards.keys import item_key
+from pipeline.utils.atomic import canonical_json, write_json_if_changed
+
+PLAN_FORMAT = "pipeline-shard-plan"
+PLAN_VERSION = 1
+SIDECAR_SUFFIXES = (".json", ".txt")
+
+
+def shards_dir(experiment: Experiment) -> Path:
+    return experiment.work_dir / "shards"
+
+
+def plan_path(experiment: Experiment) -> Path:
+    return shards_dir(experiment) / "plan.json"
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}"
+
+
+@dataclass
+class Listing:
+    audio: list[str] = field(default_factory=list)  # relative POSIX paths with an audio extension
+    ignored: list[dict[str, str]] = field(default_factory=list)
+    rejected: list[dict[str, str]] = field(default_factory=list)
+
+
+def list_audio_dir(audio_dir: Path, extensions: tuple[str, ...]) -> Listing:
+    """Walk `audio_dir` (following symlinks, each real directory once), sorted relative paths."""
+    if not audio_dir.is_dir():
+        raise FileNotFoundError(f"paths.audio_dir does not exist or is not a directory: {audio_dir}")
+    listing = Listing()
+    seen_dirs: set[tuple[int, int]] = set()
+    candidates: list[str] = []
+
+    def note_error(error: OSError) -> None:
+        listing.ignored.append({"relpath": _relative(audio_dir, error.filename), "reason": f"unreadable: {error.strerror}"})
+
+    for root, dirnames, filenames in os.walk(audio_dir, followlinks=True, onerror=note_error):
+        stat = os.stat(root)
+        if (stat.st_dev, stat.st_ino) in seen_dirs:
+            listing.ignored.append({"relpath": _relative(audio_dir, root), "reason": "directory already listed (symlink loop)"})
+            dirnames[:] = []
+            continue
+        seen_dirs.add((stat.st_dev, stat.st_ino))
+        for name in sorted(dirnames):
+            if name.startswith("."):
+                listing.ignored.append({"relpath": _relative(audio_dir, os.path.join(root, name)), "reason": "hidden directory"})
+        dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
+        candidates.extend(_relative(audio_dir, os.path.join(root, name)) for name in filenames)
+
+    audio_stems = {_stem(path) for path in candidates if Path(path).suffix.lower() in extensions}
+    for relpath in sorted(candidates):
+        name = Path(relpath).name
+        suffix = Path(relpath).suffix.lower()
+        if not _is_utf8(relpath):
+            listing.rejected.append({"relpath": _printable(relpath), "stage": "plan", "reason": "file name is not valid UTF-8"})
+        elif name.startswith("."):
+            listing.ignored.append({"relpath": relpath, "reason": "hidden file"})
+        elif suffix in extensions:
+            listing.audio.append(relpath)
+        elif suffix in SIDECAR_SUFFIXES and _stem(relpath) in audio_stems:
+            listing.ignored.append({"relpath": relpath, "reason": "metadata sidecar (merged into its audio's samples)"})
+        else:
+            listing.ignored.append({"relpath": relpath, "reason": f"not an audio extension ({', '.join(extensions)})"})
+    listing.ignored.sort(key=lambda entry: entry["relpath"])
+    return listing
+
+
+def _relative(base: Path, path: str | os.PathLike) -> str:
+    return Path(os.path.relpath(path, base)).as_posix()
+
+
+def _stem(relpath: str) -> str:
+    return str(Path(relpath).with_suffix(""))
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def segments_of(seconds: float, experiment: Experiment) -> tuple[list[tuple[float, float]], str | None]:
+    """(start, length) of each item cut from a source of `seconds`, and a reject reason if none."""
+    data = experiment.data
+    if seconds < data.min_item_seconds:
+        return [], f"too short: {seconds:.3f} s < data.min_item_seconds {data.min_item_seconds}"
+    limit = data.max_item_seconds
+    if limit is None or seconds <= limit:
+        return [(0.0, seconds)], None
+    if data.long_items == "reject":
+        return [], f"too long: {seconds:.3f} s > data.max_item_seconds {limit} (data.long_items is 'reject')"
+    if data.long_items == "truncate":
+        return [(0.0, limit)], None
+    hop = limit - data.segment_overlap_seconds
+    segments = []
+    start = 0.0
+    while start < seconds:
+        length = min(limit, seconds - start)
+        if segments and length < data.min_item_seconds:
+            break  # a tail shorter than an item may be is dropped
+        segments.append((round(start, 6), round(length, 6)))
+        if start + length >= seconds:
+            break
+        start += hop
+    return segments, None
+
+
+def bytes_per_second(experiment: Experiment) -> int:
+    """Uncompressed output PCM bytes per second: the budget's measure (an upper bound for FLAC)."""
+    data = experiment.data
+    return data.sample_rate * data.channels * data.codec.bits // 8
+
+
+def assign_shards(sizes: list[int], max_items: int, max_bytes: int) -> list[list[int]]:
+    """Split item indices, in order, into the fewest shards within both budgets, balanced by bytes.
+
+    An item larger than max_bytes gets a shard of its own."""
+    total = sum(sizes)
+    count = len(sizes)
+    if count == 0:
+        return []
+    shards_needed = max(math.ceil(count / max_items), math.ceil(total / max_bytes), 1)
+    for shards in range(shards_needed, min(count, shards_needed + 64) + 1):
+        groups = _split_by_cumulative_bytes(sizes, shards, total)
+        if all(_fits(group, sizes, max_items, max_bytes) for group in groups):
+            return groups
+    return _greedy(sizes, max_items, max_bytes)
+
+
+def _split_by_cumulative_bytes(sizes: list[int], shards: int, total: int) -> list[list[int]]:
+    target = max(total / shards, 1e-9)
+    groups: list[list[int]] = [[] for _ in range(shards)]
+    cumulative = 0
+    for index, size in enumerate(sizes):
+        groups[min(int((cumulative + size / 2) // target), shards - 1)].append(index)
+        cumulative += size
+    return [group for group in groups if group]
+
+
+def _fits(group: list[int], sizes: list[int], max_items: int, max_bytes: int) -> bool:
+    return len(group) <= max_items and (len(group) == 1 or sum(sizes[i] for i in group) <= max_bytes)
+
+
+def _greedy(sizes: list[int], max_items: int, max_bytes: int) -> list[list[int]]:
+    groups: list[list[int]] = [[]]
+    used = 0
+    for index, size in enumerate(sizes):
+        if groups[-1] and (len(groups[-1]) >= max_items or used + size > max_bytes):
+            groups.append([])
+            used = 0
+        groups[-1].append(index)
+        used += size
+    return groups
+
+
+def build_plan(experiment: Experiment) -> dict[str, Any]:
+    """The plan as plain data (see docs/formats.md)."""
+    audio_dir = experiment.paths.audio_dir
+    listing = list_audio_dir(audio_dir, experiment.data.extensions)
+    rejected = list(listing.rejected)
+    files: list[dict[str, Any]] = []
+    items: list[dict[str, Any]] = []
+    sizes: list[int] = []
+    rate = bytes_per_second(experiment)
+    for relpath in listing.audio:
+        source = audio_dir / relpath
+        try:
+            if not source.exists():
+                raise AudioRejected("unreadable: broken symbolic link")
+            header = read_header(source)
+            segments, reason = segments_of(header.seconds, experiment)
+            if reason:
+                raise AudioRejected(reason)
+            if header.channels > 2 and experiment.data.multichannel == "reject":
+                raise AudioRejected(f"unsupported channel layout: {header.channels} channels (data.multichannel is 'reject')")
+        except AudioRejected as rejection:
+            rejected.append({"relpath": relpath, "stage": "plan", "reason": str(rejection)})
+            continue
+        files.append({"relpath": relpath, "size": source.stat().st_size, **asdict(header), "seconds": header.seconds,
+                      "sidecars": _sidecars(source, relpath)})  # fmt: skip
+        for segment, (start, length) in enumerate(segments):
+            items.append({"key": item_key(relpath, segment), "relpath": relpath, "segment": segment,
+                          "segments": len(segments), "seconds_start": start, "seconds": length,
+                          "seconds_total": header.seconds})  # fmt: skip
+            sizes.append(math.ceil(length * rate))
+    _check_unique_keys(items)
+    budget = experiment.data.shard
+    files_by_relpath = {entry["relpath"]: entry for entry in files}
+    shards = []
+    for index, group in enumerate(assign_shards(sizes, budget.max_items, budget.max_bytes)):
+        shard_items = [items[i] for i in group]
+        entry = {"index": index, "name": shard_name(index), "items": shard_items,
+                 "seconds": sum(item["seconds"] for item in shard_items), "pcm_bytes": sum(sizes[i] for i in group)}  # fmt: skip
+        entry["digest"] = shard_digest(entry, files_by_relpath)
+        shards.append(entry)
+    return {
+        "format": PLAN_FORMAT,
+        "version": PLAN_VERSION,
+        "stage_hash": stage_hash(experiment, "shard"),
+        "audio_dir": str(audio_dir),
+        "budget": {"max_items": budget.max_items, "max_bytes": budget.max_bytes, "pcm_bytes_per_second": rate},
+        "totals": {"files": len(files), "items": len(items), "seconds": sum(f["seconds"] for f in files),
+                   "rejected": len(rejected), "ignored": len(listing.ignored), "shards": len(shards)},  # fmt: skip
+        "files": files,
+        "shards": shards,
+        "ignored": listing.ignored,
+        "rejected": rejected,
+    }
+
+
+def _sidecars(source: Path, relpath: str) -> dict[str, Any]:
+    """Sibling `<stem>.json` / `<stem>.txt`, with a digest so an edited caption changes the plan."""
+    found = {}
+    for suffix in SIDECAR_SUFFIXES:
+        sidecar = source.with_suffix(suffix)
+        if sidecar.is_file():
+            found[suffix.lstrip(".")] = {
+                "relpath": str(Path(relpath).with_suffix(suffix).as_posix()),
+                "sha256": hashlib.sha256(sidecar.read_bytes()).hexdigest(),
+            }
+    return found
+
+
+def _check_unique_keys(items: list[dict[str, Any]]) -> None:
+    seen: dict[str, str] = {}
+    for item in items:
+        other = seen.setdefault(item["key"], item["relpath"])
+        if other != item["relpath"]:
+            raise RuntimeError(f"key collision between {other!r} and {item['relpath']!r}: {item['key']}")
+
+
+def shard_digest(shard: dict[str, Any], files_by_relpath: dict[str, dict[str, Any]]) -> str:
+    """What a shard's content depends on in the plan: its items and their source files' headers."""
+    sources = [files_by_relpath[relpath] for relpath in sorted({item["relpath"] for item in shard["items"]})]
+    payload = canonical_json({"items": shard["items"], "sources": sources})
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def write_plan(experiment: Experiment) -> dict[str, Any]:
+    """Build and write the plan (only if it changed, so Snakemake sees an unchanged plan as such)."""
+    plan = build_plan(experiment)
+    write_json_if_changed(plan_path(experiment), plan)
+    return plan

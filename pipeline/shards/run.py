@@ -1,0 +1,122 @@
+"""Every pending shard with K worker processes and a progress bar; the rejects ledger and summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm import tqdm
+
+from pipeline.config.experiment import Experiment
+from pipeline.shards.plan import plan_path, shards_dir
+from pipeline.shards.writer import ShardResult, is_up_to_date, manifest_path, write_shard
+from pipeline.utils.atomic import write_bytes_atomic, write_json_atomic
+
+
+def load_plan(experiment: Experiment) -> dict[str, Any]:
+    path = plan_path(experiment)
+    if not path.is_file():
+        raise FileNotFoundError(f"no plan at {path}: run `pipeline plan` first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _write_one(experiment: Experiment, index: int, force: bool) -> ShardResult:
+    return write_shard(experiment, load_plan(experiment), index, force)
+
+
+def write_all_shards(experiment: Experiment, workers: int = 1, force: bool = False, progress: bool = True) -> "Summary":
+    """Write every shard that is not up to date, then the rejects ledger and summary."""
+    plan = load_plan(experiment)
+    pending = [shard["index"] for shard in plan["shards"] if force or not is_up_to_date(experiment, shard)]
+    started = time.perf_counter()
+    bar = tqdm(total=len(pending), unit="shard", disable=not progress, file=sys.stderr, desc="shards")
+    audio_seconds = 0.0
+    if workers <= 1:
+        for index in pending:
+            audio_seconds += write_shard(experiment, plan, index, force).seconds
+            bar.update()
+            bar.set_postfix(audio_h=f"{audio_seconds / 3600:.2f}")
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_write_one, experiment, index, force) for index in pending]
+            for future in as_completed(futures):
+                audio_seconds += future.result().seconds
+                bar.update()
+                bar.set_postfix(audio_h=f"{audio_seconds / 3600:.2f}")
+    bar.close()
+    summary = summarise(experiment, plan)
+    summary.written = len(pending)
+    summary.wall_seconds = time.perf_counter() - started
+    summary.written_seconds = audio_seconds
+    return summary
+
+
+@dataclass
+class Summary:
+    files: int
+    items: int
+    seconds: float
+    rejected: int
+    ignored: int
+    shards: int
+    missing_shards: list[int]
+    written: int = 0
+    written_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    def line(self) -> str:
+        text = (f"{self.files} files, {self.items} items, {self.seconds / 3600:.2f} h of audio in {self.shards} shards; "
+                f"{self.rejected} rejected, {self.ignored} ignored")  # fmt: skip
+        if self.written and self.wall_seconds > 0:
+            text += (f"; wrote {self.written} shards in {self.wall_seconds:.1f} s "
+                     f"({self.written_seconds / self.wall_seconds:.1f} audio-s/s)")  # fmt: skip
+        if self.missing_shards:
+            text += f"; NOT YET WRITTEN: shards {self.missing_shards}"
+        return text
+
+
+def summarise(experiment: Experiment, plan: dict[str, Any] | None = None) -> Summary:
+    """Gather plan and manifest rejects into `rejected.jsonl` and write `summary.json`."""
+    plan = plan or load_plan(experiment)
+    rejected = list(plan["rejected"])
+    items = 0
+    seconds = 0.0
+    missing = []
+    for shard in plan["shards"]:
+        path = manifest_path(experiment, shard["index"])
+        if not path.is_file():
+            missing.append(shard["index"])
+            continue
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        items += len(manifest["items"])
+        seconds += manifest["seconds"]
+        rejected.extend(manifest["rejected"])
+    rejected = _one_per_source(rejected)
+    ledger = "".join(json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n" for entry in rejected)
+    write_bytes_atomic(shards_dir(experiment) / "rejected.jsonl", ledger.encode("utf-8"))
+    sources_in_shards = {item["relpath"] for shard in plan["shards"] for item in shard["items"]}
+    rejected_files = {entry["relpath"] for entry in rejected if "segment" not in entry}
+    summary = Summary(
+        files=len(sources_in_shards - rejected_files),
+        items=items,
+        seconds=seconds,
+        rejected=len(rejected),
+        ignored=len(plan["ignored"]),
+        shards=len(plan["shards"]),
+        missing_shards=missing,
+    )
+    write_json_atomic(shards_dir(experiment) / "summary.json", {
+        "files": summary.files, "items": summary.items, "seconds": summary.seconds, "rejected": summary.rejected,
+        "ignored": summary.ignored, "shards": summary.shards, "missing_shards": missing,
+    })  # fmt: skip
+    return summary
+
+
+def _one_per_source(rejected: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A source split over two shards is rejected by both: keep one entry per (file, segment)."""
+    unique = {(entry["relpath"], entry.get("segment")): entry for entry in rejected}
+    return [unique[key] for key in sorted(unique, key=lambda k: (k[0], -1 if k[1] is None else k[1]))]

@@ -1,0 +1,79 @@
+"""Files that appear at their final path only when complete: write to a temp name, fsync, rename.
+
+A killed job leaves at most a `.<name>.tmp-*` file beside the target, never a file that looks whole."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; on success it is fsynced and renamed onto `target`."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    os.close(handle)
+    temp = Path(temp_name)
+    try:
+        yield temp
+        with open(temp, "rb+") as written:
+            os.fsync(written.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, target)
+        _fsync_directory(target.parent)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _fsync_directory(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_bytes_atomic(target: str | Path, data: bytes) -> None:
+    with atomic_path(target) as temp:
+        temp.write_bytes(data)
+
+
+def canonical_json(data: Any) -> str:
+    """Deterministic JSON text: sorted keys, UTF-8, no NaN, trailing newline."""
+    return json.dumps(data, sort_keys=True, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def write_json_atomic(target: str | Path, data: Any) -> None:
+    write_bytes_atomic(target, canonical_json(data).encode("utf-8"))
+
+
+def write_json_if_changed(target: str | Path, data: Any) -> bool:
+    """Write only when the content differs, so an unchanged file keeps its mtime (Snakemake reruns on it)."""
+    text = canonical_json(data).encode("utf-8")
+    target = Path(target)
+    if target.is_file() and target.read_bytes() == text:
+        return False
+    write_bytes_atomic(target, text)
+    return True
+
+
+def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def remove_stale_temps(directory: str | Path, name: str) -> None:
+    """Delete temp files a killed writer of `name` left behind."""
+    for stale in Path(directory).glob(f".{name}.tmp-*"):
+        stale.unlink(missing_ok=True)
