@@ -40,7 +40,30 @@ def read_header(path: str | Path) -> Header:
         raise AudioRejected(f"unreadable: {_reason(error)}") from None
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioRejected("zero length: the file holds no audio frames")
+    if info.format == "WAV":
+        _check_wav_data_chunk(Path(path))
     return Header(info.format, info.subtype, int(info.samplerate), int(info.channels), int(info.frames))
+
+
+def _check_wav_data_chunk(path: Path) -> None:
+    """libsndfile quietly shortens a WAV whose data chunk is cut off; a cut-off copy is data loss."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        riff = handle.read(12)
+        if len(riff) < 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+            return  # RF64/other variants: leave to libsndfile
+        offset = 12
+        while offset + 8 <= size:
+            handle.seek(offset)
+            chunk_id, chunk_size = handle.read(4), int.from_bytes(handle.read(4), "little")
+            if chunk_id == b"data":
+                available = size - offset - 8
+                if chunk_size > available and chunk_size != 0xFFFFFFFF:
+                    raise AudioRejected(
+                        f"truncated: the WAV data chunk announces {chunk_size} bytes, the file holds {available}"
+                    )
+                return
+            offset += 8 + chunk_size + (chunk_size & 1)
 
 
 def decode(path: str | Path, expected_frames: int | None = None) -> tuple[np.ndarray, int]:
