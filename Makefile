@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/pipeline demo-data data/demo
 	$(BIN)/pipeline validate configs/experiments/demo.yaml
+	$(BIN)/snakemake --profile profiles/local --config experiment=configs/experiments/demo.yaml
 
 test: setup
 	$(BIN)/python -m pytest

@@ -78,3 +78,32 @@ def test_demo_data_command(tmp_path):
 def test_usage_errors_exit_2():
     assert run_cli().returncode == 2
     assert run_cli("validate").returncode == 2
+
+
+def test_plan_and_shard_commands(tmp_path):
+    from pipeline.audio.demo import write_demo_data
+
+    write_demo_data(tmp_path / "audio", seed=1, total_seconds=30)
+    overrides = [f"paths.audio_dir={tmp_path / 'audio'}", f"paths.work_dir={tmp_path / 'work'}", "data.shard.max_items=2"]
+    missing_plan = run_cli("shard", str(DEMO_EXPERIMENT), *overrides, "--shard", "0")
+    assert missing_plan.returncode == 1 and "run `pipeline plan` first" in missing_plan.stderr
+    planned = run_cli("plan", str(DEMO_EXPERIMENT), *overrides)
+    assert planned.returncode == 0 and "shards" in planned.stdout
+    assert (tmp_path / "work" / "experiment.json").is_file()
+    one = run_cli("shard", str(DEMO_EXPERIMENT), *overrides, "--shard", "0")
+    assert one.returncode == 0 and "written" in one.stdout
+    again = run_cli("shard", str(DEMO_EXPERIMENT), *overrides, "--shard", "0")
+    assert "up to date" in again.stdout
+    out_of_range = run_cli("shard", str(DEMO_EXPERIMENT), *overrides, "--shard", "999")
+    assert out_of_range.returncode == 1 and "shard 999 does not exist" in out_of_range.stderr
+    summary = run_cli("shard-summary", str(DEMO_EXPERIMENT), *overrides)
+    assert summary.returncode == 1 and "NOT YET WRITTEN" in summary.stdout
+    everything = run_cli("shard", str(DEMO_EXPERIMENT), *overrides, "--all", "--workers", "2")
+    assert everything.returncode == 0 and "0 rejected" in everything.stdout
+    assert run_cli("shard-summary", str(DEMO_EXPERIMENT), *overrides).returncode == 0
+
+
+def test_plan_with_missing_audio_dir(tmp_path):
+    result = run_cli("plan", str(DEMO_EXPERIMENT), f"paths.audio_dir={tmp_path / 'nope'}", f"paths.work_dir={tmp_path}")
+    assert result.returncode == 1 and "paths.audio_dir does not exist" in result.stderr
+    assert "Traceback" not in result.stderr

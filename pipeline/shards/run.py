@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import itertools
 import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
 from tqdm import tqdm
 
 from pipeline.config.experiment import Experiment
 from pipeline.shards.plan import plan_path, shards_dir
-from pipeline.shards.writer import ShardResult, is_up_to_date, manifest_path, write_shard
+from pipeline.shards.writer import encode_source, is_up_to_date, manifest_path, source_tasks, write_shard_from
 from pipeline.utils.atomic import write_bytes_atomic, write_json_atomic
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def load_plan(experiment: Experiment) -> dict[str, Any]:
@@ -24,35 +30,48 @@ def load_plan(experiment: Experiment) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _write_one(experiment: Experiment, index: int, force: bool) -> ShardResult:
-    return write_shard(experiment, load_plan(experiment), index, force)
-
-
 def write_all_shards(experiment: Experiment, workers: int = 1, force: bool = False, progress: bool = True) -> "Summary":
-    """Write every shard that is not up to date, then the rejects ledger and summary."""
+    """Write every shard that is not up to date, then the rejects ledger and summary.
+
+    With workers > 1, source files (not whole shards) are encoded in worker processes, a bounded
+    window ahead, and this process writes the tars in plan order: the load stays balanced whatever the
+    shard count, and the output is byte-identical to a single-process run."""
     plan = load_plan(experiment)
-    pending = [shard["index"] for shard in plan["shards"] if force or not is_up_to_date(experiment, shard)]
+    pending = [shard for shard in plan["shards"] if force or not is_up_to_date(experiment, shard)]
+    tasks = {shard["index"]: source_tasks(experiment, plan, shard) for shard in pending}
     started = time.perf_counter()
-    bar = tqdm(total=len(pending), unit="shard", disable=not progress, file=sys.stderr, desc="shards")
     audio_seconds = 0.0
-    if workers <= 1:
-        for index in pending:
-            audio_seconds += write_shard(experiment, plan, index, force).seconds
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(tqdm(total=len(pending), unit="shard", disable=not progress, file=sys.stderr, desc="shards"))
+        if workers > 1 and pending:
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers))
+            every_task = [task for shard in pending for task in tasks[shard["index"]]]
+            encoded = _ordered_map(pool, encode_source, every_task, window=4 * workers)
+        else:
+            encoded = (encode_source(task) for shard in pending for task in tasks[shard["index"]])
+        for shard in pending:
+            shard_sources = itertools.islice(encoded, len(tasks[shard["index"]]))
+            audio_seconds += write_shard_from(experiment, shard, shard_sources).seconds
             bar.update()
             bar.set_postfix(audio_h=f"{audio_seconds / 3600:.2f}")
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(_write_one, experiment, index, force) for index in pending]
-            for future in as_completed(futures):
-                audio_seconds += future.result().seconds
-                bar.update()
-                bar.set_postfix(audio_h=f"{audio_seconds / 3600:.2f}")
-    bar.close()
     summary = summarise(experiment, plan)
     summary.written = len(pending)
     summary.wall_seconds = time.perf_counter() - started
     summary.written_seconds = audio_seconds
     return summary
+
+
+def _ordered_map(pool: Executor, function: Callable[[T], R], tasks: list[T], window: int) -> Iterator[R]:
+    """pool.map that keeps at most `window` tasks in flight (results can be large) and yields in order."""
+    pending: collections.deque[Future[R]] = collections.deque()
+    feed = iter(tasks)
+    for task in itertools.islice(feed, window):
+        pending.append(pool.submit(function, task))
+    while pending:
+        result = pending.popleft().result()
+        for task in itertools.islice(feed, 1):
+            pending.append(pool.submit(function, task))
+        yield result
 
 
 @dataclass

@@ -7,16 +7,16 @@ its manifest is written after it and marks the shard as done."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
-
-import numpy as np
+from typing import Any, Iterable
 
 from pipeline.audio.convert import AudioRejected, prepare
 from pipeline.config.experiment import Experiment
+from pipeline.config.sections import DataConfig
 from pipeline.config.hashing import stage_hash
 from pipeline.config.registry import build
 from pipeline.shards.plan import shard_name, shards_dir
@@ -64,27 +64,43 @@ class ShardResult:
 
 
 def write_shard(experiment: Experiment, plan: dict[str, Any], index: int, force: bool = False) -> ShardResult:
-    """Write shard `index` of `plan` unless an up-to-date one exists."""
-    if not 0 <= index < len(plan["shards"]):
-        raise IndexError(f"shard {index} does not exist: the plan has {len(plan['shards'])} shards (0..{len(plan['shards']) - 1})")
-    shard = plan["shards"][index]
+    """Write shard `index` of `plan` in this process unless an up-to-date one exists."""
+    shard = shard_entry(plan, index)
     if not force and is_up_to_date(experiment, shard):
-        manifest = json.loads(manifest_path(experiment, index).read_text(encoding="utf-8"))
-        return ShardResult(index, len(manifest["items"]), manifest["seconds"], manifest["rejected"], skipped=True)
+        return existing_result(experiment, index)
+    return write_shard_from(experiment, shard, map(encode_source, source_tasks(experiment, plan, shard)))
 
+
+def shard_entry(plan: dict[str, Any], index: int) -> dict[str, Any]:
+    count = len(plan["shards"])
+    if not 0 <= index < count:
+        raise IndexError(f"shard {index} does not exist: the plan has {count} shards (0..{count - 1})")
+    return plan["shards"][index]
+
+
+def existing_result(experiment: Experiment, index: int) -> ShardResult:
+    manifest = json.loads(manifest_path(experiment, index).read_text(encoding="utf-8"))
+    return ShardResult(index, len(manifest["items"]), manifest["seconds"], manifest["rejected"], skipped=True)
+
+
+def write_shard_from(experiment: Experiment, shard: dict[str, Any], encoded: Iterable[EncodedSource]) -> ShardResult:
+    """Write the tar, then the manifest, from the shard's encoded sources in plan order."""
+    index = shard["index"]
     tar_file, manifest_file = tar_path(experiment, index), manifest_path(experiment, index)
     manifest_file.unlink(missing_ok=True)  # the old manifest must not vouch for the tar being rewritten
     for stale in (tar_file, manifest_file):
         remove_stale_temps(stale.parent, stale.name)
 
-    builder = _SampleBuilder(experiment, plan)
     entries: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
     with atomic_path(tar_file) as temp_tar:
         with tarfile.open(temp_tar, "w", format=tarfile.PAX_FORMAT) as archive:
-            for entry, members in builder.samples(shard["items"]):
-                for name, payload in members:
-                    archive.addfile(_member(name, len(payload)), io.BytesIO(payload))
-                entries.append(entry)
+            for source in encoded:
+                rejected.extend(source.rejected)
+                for entry, members in source.samples:
+                    for name, payload in members:
+                        archive.addfile(_member(name, len(payload)), io.BytesIO(payload))
+                    entries.append(entry)
     manifest = {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
@@ -99,10 +115,10 @@ def write_shard(experiment: Experiment, plan: dict[str, Any], index: int, force:
         "codec": experiment.data.codec.model_dump(mode="json"),
         "seconds": sum(entry["seconds"] for entry in entries),
         "items": entries,
-        "rejected": builder.rejected,
+        "rejected": rejected,
     }
     write_json_atomic(manifest_file, manifest)
-    return ShardResult(index, len(entries), manifest["seconds"], builder.rejected)
+    return ShardResult(index, len(entries), manifest["seconds"], rejected)
 
 
 def _member(name: str, size: int) -> tarfile.TarInfo:
@@ -115,90 +131,90 @@ def _member(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-class _SampleBuilder:
-    """Turns plan items into tar members, decoding each source file once for all its segments."""
+@dataclass(frozen=True)
+class SourceTask:
+    """One source file's items in a shard: the unit of work a worker process encodes."""
 
-    def __init__(self, experiment: Experiment, plan: dict[str, Any]):
-        self.data = experiment.data
-        self.audio_dir = Path(plan["audio_dir"])
-        self.files = {entry["relpath"]: entry for entry in plan["files"]}
-        self.codec = build("codec", self.data.codec)
-        self.rejected: list[dict[str, Any]] = []
-        self._cached: tuple[str, np.ndarray | AudioRejected] | None = None
+    data: DataConfig
+    audio_dir: str
+    source: dict[str, Any]  # the plan's file entry
+    items: tuple[dict[str, Any], ...]
 
-    def samples(self, items: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], list[tuple[str, bytes]]]]:
-        for item in items:
-            audio = self._audio(item["relpath"])
-            if isinstance(audio, AudioRejected):
-                continue
-            segment = self._cut(audio, item)
-            if segment is None:
-                continue
-            source = self.files[item["relpath"]]
-            entry = {
-                **{name: item[name] for name in ("key", "relpath", "segment", "segments", "seconds_start", "seconds_total")},
-                "seconds": len(segment) / self.data.sample_rate,
-                "frames": len(segment),
-                "sample_rate": self.data.sample_rate,
-                "channels": self.data.channels,
-                "original_sample_rate": source["sample_rate"],
-                "original_channels": source["channels"],
-                "original_format": source["format"],
-            }
-            metadata, problem = self._sidecar_metadata(source)
-            if problem:
-                entry["metadata_error"] = problem
-            sample_json = {**{k: v for k, v in metadata.items() if k not in RESERVED_FIELDS}, **entry}
-            sample_json.pop("metadata_error", None)
-            members = [
-                (f"{item['key']}.{self.codec.extension}", self.codec.encode(segment, self.data.sample_rate)),
-                (f"{item['key']}.json", canonical_json(sample_json).encode("utf-8")),
-            ]
-            yield entry, members
 
-    def _audio(self, relpath: str) -> np.ndarray | AudioRejected:
-        if self._cached is None or self._cached[0] != relpath:
-            source = self.files[relpath]
-            try:
-                audio: np.ndarray | AudioRejected = prepare(
-                    self.audio_dir / relpath, self.data.sample_rate, self.data.channels, self.data.multichannel,
-                    expected_frames=source["frames"],
-                )  # fmt: skip
-            except AudioRejected as rejection:
-                audio = rejection
-                self.rejected.append({"relpath": relpath, "stage": "shard", "reason": str(rejection)})
-            self._cached = (relpath, audio)
-        return self._cached[1]
+@dataclass
+class EncodedSource:
+    samples: list[tuple[dict[str, Any], list[tuple[str, bytes]]]]  # (manifest entry, tar members)
+    rejected: list[dict[str, Any]]
 
-    def _cut(self, audio: np.ndarray, item: dict[str, Any]) -> np.ndarray | None:
-        rate = self.data.sample_rate
-        start = round(item["seconds_start"] * rate)
-        segment = audio[start : start + round(item["seconds"] * rate)]
-        if len(segment) < max(1, round(self.data.min_item_seconds * rate)):
-            self.rejected.append({"relpath": item["relpath"], "stage": "shard", "segment": item["segment"],
-                                  "reason": f"too short after decoding: {len(segment)} frames at {rate} Hz"})  # fmt: skip
-            return None
-        return segment
 
-    def _sidecar_metadata(self, source: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-        """`<stem>.json` fields and `<stem>.txt` as `prompt`, the way stable-audio-tools reads captions."""
-        metadata: dict[str, Any] = {}
-        problems = []
-        sidecars = source.get("sidecars", {})
-        if "json" in sidecars:
-            path = self.audio_dir / sidecars["json"]["relpath"]
-            try:
-                loaded = json.loads(path.read_text(encoding="utf-8"))
-                if isinstance(loaded, dict):
-                    metadata.update(loaded)
-                else:
-                    problems.append(f"{sidecars['json']['relpath']}: expected a JSON object, got {type(loaded).__name__}")
-            except (OSError, ValueError) as error:
-                problems.append(f"{sidecars['json']['relpath']}: {error}")
-        if "txt" in sidecars:
-            path = self.audio_dir / sidecars["txt"]["relpath"]
-            try:
-                metadata["prompt"] = path.read_text(encoding="utf-8").strip()
-            except (OSError, ValueError) as error:
-                problems.append(f"{sidecars['txt']['relpath']}: {error}")
-        return metadata, "; ".join(problems) or None
+def source_tasks(experiment: Experiment, plan: dict[str, Any], shard: dict[str, Any]) -> list[SourceTask]:
+    """The shard's items grouped by source file, in plan order (a file is decoded once per shard)."""
+    files = {entry["relpath"]: entry for entry in plan["files"]}
+    tasks: list[SourceTask] = []
+    for relpath, items in itertools.groupby(shard["items"], key=lambda item: item["relpath"]):
+        tasks.append(SourceTask(experiment.data, plan["audio_dir"], files[relpath], tuple(items)))
+    return tasks
+
+
+def encode_source(task: SourceTask) -> EncodedSource:
+    """Decode, convert and encode one source's items; a bad source becomes a reject, not an error."""
+    data, source = task.data, task.source
+    relpath = source["relpath"]
+    audio_dir = Path(task.audio_dir)
+    try:
+        audio = prepare(audio_dir / relpath, data.sample_rate, data.channels, data.multichannel, source["frames"])
+    except AudioRejected as rejection:
+        return EncodedSource([], [{"relpath": relpath, "stage": "shard", "reason": str(rejection)}])
+    codec = build("codec", data.codec)
+    metadata, metadata_error = _sidecar_metadata(audio_dir, source)
+    samples, rejected = [], []
+    for item in task.items:
+        start = round(item["seconds_start"] * data.sample_rate)
+        segment = audio[start : start + round(item["seconds"] * data.sample_rate)]
+        if len(segment) < max(1, round(data.min_item_seconds * data.sample_rate)):
+            rejected.append({"relpath": relpath, "stage": "shard", "segment": item["segment"],
+                             "reason": f"too short after decoding: {len(segment)} frames at {data.sample_rate} Hz"})  # fmt: skip
+            continue
+        entry = {
+            **{name: item[name] for name in ("key", "relpath", "segment", "segments", "seconds_start", "seconds_total")},
+            "seconds": len(segment) / data.sample_rate,
+            "frames": len(segment),
+            "sample_rate": data.sample_rate,
+            "channels": data.channels,
+            "original_sample_rate": source["sample_rate"],
+            "original_channels": source["channels"],
+            "original_format": source["format"],
+        }
+        sample_json = {**{k: v for k, v in metadata.items() if k not in RESERVED_FIELDS}, **entry}
+        if metadata_error:
+            entry["metadata_error"] = metadata_error
+        members = [
+            (f"{item['key']}.{codec.extension}", codec.encode(segment, data.sample_rate)),
+            (f"{item['key']}.json", canonical_json(sample_json).encode("utf-8")),
+        ]
+        samples.append((entry, members))
+    return EncodedSource(samples, rejected)
+
+
+def _sidecar_metadata(audio_dir: Path, source: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """`<stem>.json` fields and `<stem>.txt` as `prompt`, the way stable-audio-tools reads captions."""
+    metadata: dict[str, Any] = {}
+    problems = []
+    sidecars = source.get("sidecars", {})
+    if "json" in sidecars:
+        relpath = sidecars["json"]["relpath"]
+        try:
+            loaded = json.loads((audio_dir / relpath).read_text(encoding="utf-8"))
+            if isinstance(loaded, dict):
+                metadata.update(loaded)
+            else:
+                problems.append(f"{relpath}: expected a JSON object, got {type(loaded).__name__}")
+        except (OSError, ValueError) as error:
+            problems.append(f"{relpath}: {error}")
+    if "txt" in sidecars:
+        relpath = sidecars["txt"]["relpath"]
+        try:
+            metadata["prompt"] = (audio_dir / relpath).read_text(encoding="utf-8").strip()
+        except (OSError, ValueError) as error:
+            problems.append(f"{relpath}: {error}")
+    return metadata, "; ".join(problems) or None
