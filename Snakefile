@@ -1,8 +1,15 @@
 # Audio -> shards -> latents -> models. Run from the repository root:
 #   snakemake --profile profiles/local [--config experiment=configs/experiments/my_run.yaml] [TARGET]
 # Targets without wildcards, one per stage: shard (more arrive with their stages); `all` is the default.
-# This file only includes; the experiment is loaded and validated once in workflow/rules/common.smk.
+# The experiment is loaded and validated once in workflow/rules/common.smk; stages live in their own files.
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/shard.smk"
-include: "workflow/rules/all.smk"
+
+
+# The default target stays here: Snakemake ignores both `default_target` and rule order in included
+# files (snakemake issues #2056, #2773), so the one rule of this file is the aggregate of every stage.
+rule all:
+    default_target: True
+    input:
+        rules.shard.input,
