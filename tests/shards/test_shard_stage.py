@@ -67,7 +67,7 @@ def test_shard_budget_and_long_items_split(sharded):
 
 def test_tars_read_back_with_tarfile_deterministic_headers(sharded):
     experiment, plan, manifests, _, _ = sharded
-    for shard, manifest in zip(plan["shards"], manifests):
+    for shard, manifest in zip(plan["shards"], manifests, strict=True):
         with tarfile.open(experiment.work_dir / "shards" / f"{shard['name']}.tar") as archive:
             members = archive.getmembers()
         names = [member.name for member in members]
@@ -109,7 +109,7 @@ def test_webdataset_reads_every_sample_with_metadata(sharded):
 
 
 def _decoded_items(experiment, plan, manifests):
-    for shard, manifest in zip(plan["shards"], manifests):
+    for shard, manifest in zip(plan["shards"], manifests, strict=True):
         with tarfile.open(experiment.work_dir / "shards" / f"{shard['name']}.tar") as archive:
             for item in manifest["items"]:
                 payload = archive.extractfile(f"{item['key']}.flac").read()
