@@ -1,0 +1,1 @@
+"""Autoencoders: Oobleck encoder/decoder, bottlenecks, the Autoencoder API and checkpoint loading."""
