@@ -20,6 +20,10 @@ class Bottleneck(nn.Module):
     is_discrete = False
     encoder_width_factor = 1  # encoder output width / latent width
 
+    def __init__(self, config: ComponentConfig):
+        super().__init__()
+        self.config = config
+
     def encode(self, x: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, dict[str, Any]]:
         raise NotImplementedError
 
@@ -34,10 +38,6 @@ class VAEBottleneckConfig(ComponentConfig):
 @register("bottleneck", "vae", config=VAEBottleneckConfig)
 class VAEBottleneck(Bottleneck):
     encoder_width_factor = 2
-
-    def __init__(self, config: VAEBottleneckConfig):
-        super().__init__()
-        self.config = config
 
     def encode(self, x: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, dict[str, Any]]:
         mean, scale_logit = x.chunk(2, dim=1)
@@ -55,10 +55,6 @@ class TanhBottleneckConfig(ComponentConfig):
 
 @register("bottleneck", "tanh", config=TanhBottleneckConfig)
 class TanhBottleneck(Bottleneck):
-    def __init__(self, config: TanhBottleneckConfig):
-        super().__init__()
-        self.config = config
-
     def encode(self, x: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, dict[str, Any]]:
         return torch.tanh(x / self.config.scale) * self.config.scale, {}
 
@@ -69,9 +65,5 @@ class IdentityBottleneckConfig(ComponentConfig):
 
 @register("bottleneck", "identity", config=IdentityBottleneckConfig)
 class IdentityBottleneck(Bottleneck):
-    def __init__(self, config: IdentityBottleneckConfig):
-        super().__init__()
-        self.config = config
-
     def encode(self, x: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, dict[str, Any]]:
         return x, {}
