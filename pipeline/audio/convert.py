@@ -85,11 +85,16 @@ def _reason(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def check_channel_layout(source_channels: int, multichannel: str) -> None:
+    """Sources of more than 2 channels are rejected when `data.multichannel` says so."""
+    if source_channels > 2 and multichannel == "reject":
+        raise AudioRejected(f"unsupported channel layout: {source_channels} channels (data.multichannel is 'reject')")
+
+
 def convert_channels(audio: np.ndarray, channels: int, multichannel: str) -> np.ndarray:
     """Fit (frames, n) audio to 1 or 2 channels: mono is duplicated, stereo averaged, more downmixed or rejected."""
     source = audio.shape[1]
-    if source > 2 and multichannel == "reject":
-        raise AudioRejected(f"unsupported channel layout: {source} channels (data.multichannel is 'reject')")
+    check_channel_layout(source, multichannel)
     if source == channels:
         return audio
     if channels == 1:

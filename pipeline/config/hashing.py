@@ -31,9 +31,9 @@ STAGE_INPUTS: dict[str, StageInputs] = {
 }
 
 
-def _field(experiment: Experiment, dotted_name: str) -> Any:
-    """A (possibly not yet existing) section as plain JSON data; absent sections are null."""
-    value: Any = experiment.model_dump(mode="json")
+def _field(plain: dict[str, Any], dotted_name: str) -> Any:
+    """A (possibly not yet existing) section of the dumped experiment; absent sections are null."""
+    value: Any = plain
     for part in dotted_name.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return value
@@ -48,15 +48,20 @@ def stage_hash(experiment: Experiment, stage: str) -> str:
     """Hex digest (16 chars) of `stage`'s config subset and its upstream chain."""
     if stage not in STAGE_INPUTS:
         raise KeyError(f"unknown stage {stage!r}; stages with hashes: {sorted(STAGE_INPUTS)}")
+    return _chained_hash(experiment.model_dump(mode="json"), stage)
+
+
+def _chained_hash(plain: dict[str, Any], stage: str) -> str:
     inputs = STAGE_INPUTS[stage]
     payload = {
         "stage": stage,
         "version": inputs.version,
-        "upstream": stage_hash(experiment, inputs.upstream) if inputs.upstream else None,
-        "fields": {name: _field(experiment, name) for name in inputs.fields},
+        "upstream": _chained_hash(plain, inputs.upstream) if inputs.upstream else None,
+        "fields": {name: _field(plain, name) for name in inputs.fields},
     }
     return canonical_digest(payload)[:16]
 
 
 def stage_hashes(experiment: Experiment) -> dict[str, str]:
-    return {stage: stage_hash(experiment, stage) for stage in STAGE_INPUTS}
+    plain = experiment.model_dump(mode="json")
+    return {stage: _chained_hash(plain, stage) for stage in STAGE_INPUTS}

@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.audio.convert import AudioRejected, read_header
+from pipeline.audio.convert import AudioRejected, check_channel_layout, read_header
 from pipeline.config.experiment import Experiment
-from pipeline.config.hashing import stage_hash
+from pipeline.config.hashing import canonical_digest, stage_hash
 from pipeline.shards.keys import item_key
-from pipeline.utils.atomic import canonical_json, write_json_if_changed
+from pipeline.utils.atomic import write_json_if_changed
 
 PLAN_FORMAT = "pipeline-shard-plan"
 PLAN_VERSION = 1
@@ -197,8 +197,7 @@ def build_plan(experiment: Experiment) -> dict[str, Any]:
             segments, reason = segments_of(header.seconds, experiment)
             if reason:
                 raise AudioRejected(reason)
-            if header.channels > 2 and experiment.data.multichannel == "reject":
-                raise AudioRejected(f"unsupported channel layout: {header.channels} channels (data.multichannel is 'reject')")
+            check_channel_layout(header.channels, experiment.data.multichannel)
         except AudioRejected as rejection:
             rejected.append({"relpath": relpath, "stage": "plan", "reason": str(rejection)})
             continue
@@ -258,8 +257,7 @@ def _check_unique_keys(items: list[dict[str, Any]]) -> None:
 def shard_digest(shard: dict[str, Any], files_by_relpath: dict[str, dict[str, Any]]) -> str:
     """What a shard's content depends on in the plan: its items and their source files' headers."""
     sources = [files_by_relpath[relpath] for relpath in sorted({item["relpath"] for item in shard["items"]})]
-    payload = canonical_json({"items": shard["items"], "sources": sources})
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    return canonical_digest({"items": shard["items"], "sources": sources})
 
 
 def write_plan(experiment: Experiment) -> dict[str, Any]:

@@ -24,9 +24,6 @@ from pipeline.utils.atomic import atomic_path, canonical_json, remove_stale_temp
 
 MANIFEST_FORMAT = "pipeline-shard-manifest"
 MANIFEST_VERSION = 1
-# Fields this stage writes into each sample's JSON; sidecar metadata cannot override them.
-RESERVED_FIELDS = ("key", "relpath", "segment", "segments", "seconds_start", "seconds", "seconds_total",
-                   "sample_rate", "channels", "frames", "original_sample_rate", "original_channels", "original_format")  # fmt: skip
 
 
 def tar_path(experiment: Experiment, index: int) -> Path:
@@ -185,7 +182,7 @@ def encode_source(task: SourceTask) -> EncodedSource:
             "original_channels": source["channels"],
             "original_format": source["format"],
         }
-        sample_json = {**{k: v for k, v in metadata.items() if k not in RESERVED_FIELDS}, **entry}
+        sample_json = {**metadata, **entry}  # the stage's own fields win over sidecar metadata
         if metadata_error:
             entry["metadata_error"] = metadata_error
         members = [

@@ -38,6 +38,11 @@ class _OobleckGeometry(ComponentConfig):
     def downsampling_ratio(self) -> int:
         return math.prod(self.strides)
 
+    @property
+    def widths(self) -> list[int]:
+        """Channel width at each depth: the stem, then after each block."""
+        return [self.channels * m for m in (1, *self.c_mults)]
+
 
 class OobleckEncoderConfig(_OobleckGeometry):
     type: Literal["oobleck"] = "oobleck"
@@ -107,7 +112,7 @@ class OobleckEncoder(nn.Module):
     def __init__(self, config: OobleckEncoderConfig):
         super().__init__()
         self.config = config
-        widths = [config.channels * m for m in (1, *config.c_mults)]
+        widths = config.widths
         layers: list[nn.Module] = [wn_conv1d(config.in_channels, widths[0], kernel_size=7, padding=3)]
         for i, stride in enumerate(config.strides):
             layers.append(EncoderBlock(widths[i], widths[i + 1], stride, config.use_snake))
@@ -125,7 +130,7 @@ class OobleckDecoder(nn.Module):
     def __init__(self, config: OobleckDecoderConfig):
         super().__init__()
         self.config = config
-        widths = [config.channels * m for m in (1, *config.c_mults)]
+        widths = config.widths
         layers: list[nn.Module] = [wn_conv1d(config.latent_dim, widths[-1], kernel_size=7, padding=3)]
         for i in range(len(config.strides), 0, -1):
             layers.append(DecoderBlock(widths[i], widths[i - 1], config.strides[i - 1], config.use_snake,
