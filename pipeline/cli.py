@@ -114,6 +114,29 @@ def cmd_shard_summary(args: argparse.Namespace) -> int:
     return 1 if summary.missing_shards else 0
 
 
+def cmd_import_sat(args: argparse.Namespace) -> int:
+    from pipeline.config.sat import import_sat_config
+
+    sections, notes = import_sat_config(args.model_config, args.checkpoint, args.checkpoint_prefix)
+    header = [f"# Imported from stable-audio-tools config {args.model_config} by `pipeline import-sat`."]
+    header += [f"# Not carried over / to do: {note}" for note in notes]
+    text = "\n".join(header) + "\n" + yaml.safe_dump(sections, sort_keys=False, default_flow_style=None)
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}; use it with `extends:` in an experiment", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_train_autoencoder(args: argparse.Namespace) -> int:
+    from pipeline.train.autoencoder import train_autoencoder
+
+    result = train_autoencoder(_load(args), progress=not args.quiet, max_steps=args.max_steps)
+    print(result.line())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pipeline import __version__
 
@@ -143,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment_arguments(
         command("shard-summary", cmd_shard_summary, "gather rejects into rejected.jsonl; exit 1 if shards are missing")
     )
+    sat = command("import-sat", cmd_import_sat, "convert a stable-audio-tools model config into an autoencoder section")
+    sat.add_argument("model_config", type=Path, help="stable-audio-tools model config JSON (autoencoder, or with a pretransform)")
+    sat.add_argument("--checkpoint", help="pretrained weights to record as autoencoder.checkpoint")
+    sat.add_argument("--checkpoint-prefix", help="key prefix to strip, e.g. 'pretransform.model.'")
+    sat.add_argument("-o", "--output", type=Path, help="write YAML here instead of stdout")
+    train_ae = command("train-autoencoder", cmd_train_autoencoder, "train the autoencoder on the shards (resumes)")
+    _add_experiment_arguments(train_ae)
+    train_ae.add_argument("--max-steps", type=int, metavar="N", help="stop after step N this run (checkpointed; rerun resumes)")
+    train_ae.add_argument("--quiet", action="store_true", help="no progress bar")
     demo = command("demo-data", cmd_demo_data, "write the deterministic demo audio corpus")
     demo.add_argument("out_dir", type=Path)
     demo.add_argument("--seed", type=int, default=0)
@@ -152,13 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.config.errors import ConfigError
+    from pipeline.errors import UserFacingError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `key=value` overrides may also come after options (argparse stops the positional list at the first option)
+    if extra and hasattr(args, "overrides") and all("=" in item and not item.startswith("-") for item in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.handler(args)
     except ConfigError as error:
         print(error.report(), file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    except (FileNotFoundError, IndexError) as error:
+    except (FileNotFoundError, IndexError, UserFacingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

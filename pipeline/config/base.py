@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 
 class StrictModel(BaseModel):
@@ -28,3 +29,15 @@ class ComponentConfig(StrictModel):
     model_config = ConfigDict(json_schema_extra=_require_type)
 
     type: str
+
+
+def check_fields(model: BaseModel, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+    """Raise every cross-field problem at once, each at its own field path (relative to `model`)."""
+    if problems:
+        raise ValidationError.from_exception_data(
+            type(model).__name__,
+            [
+                InitErrorDetails(type=PydanticCustomError("cross_field", "{message}", {"message": message}), loc=loc, input=None)
+                for loc, message in problems
+            ],
+        )

@@ -7,10 +7,10 @@ from typing import Any, Iterable
 
 from pydantic import Field, ValidationError, model_validator
 
-from pipeline.config.base import StrictModel
+from pipeline.config.base import StrictModel, check_fields
 from pipeline.config.errors import ConfigError, ConfigProblem
 from pipeline.config.loader import Document, load_document
-from pipeline.config.sections import DataConfig, PathsConfig, ResourcesConfig
+from pipeline.config.sections import AutoencoderConfig, DataConfig, PathsConfig, ResourcesConfig
 from pipeline.config.validation import problems_from_validation_error
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -29,6 +29,9 @@ class Experiment(StrictModel):
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of every random choice in every stage")
     paths: PathsConfig
     data: DataConfig = Field(default_factory=DataConfig)
+    autoencoder: AutoencoderConfig | None = Field(
+        None, description="the frozen autoencoder pre-encoding runs and sampling decodes with"
+    )
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
 
     @model_validator(mode="before")
@@ -39,6 +42,30 @@ class Experiment(StrictModel):
             if raw["paths"].get("work_dir") is None:
                 raw = {**raw, "paths": {**raw["paths"], "work_dir": f"results/{raw['name']}"}}
         return raw
+
+    @model_validator(mode="after")
+    def _autoencoder_fits_data(self) -> "Experiment":
+        if self.autoencoder is None:
+            return self
+        model, channels, rate = self.autoencoder.model, self.data.channels, self.data.sample_rate
+        problems = [
+            (("autoencoder", "model", part, field), f"must equal data.channels ({channels}), got {value}")
+            for part, field, value in (
+                ("encoder", "in_channels", model.encoder.in_channels),
+                ("decoder", "out_channels", model.decoder.out_channels),
+            )
+            if value != channels
+        ]
+        if self.autoencoder.sample_rate is not None and self.autoencoder.sample_rate != rate:
+            problems.append((("autoencoder", "sample_rate"), f"must equal data.sample_rate ({rate}), got {self.autoencoder.sample_rate}"))
+        training = self.autoencoder.training
+        if training is not None and training.crop_seconds * rate < model.downsampling_ratio:
+            problems.append((
+                ("autoencoder", "training", "crop_seconds"),
+                f"{training.crop_seconds} s is shorter than one latent frame ({model.downsampling_ratio} samples at {rate} Hz)",
+            ))  # fmt: skip
+        check_fields(self, problems)
+        return self
 
     @property
     def work_dir(self) -> Path:

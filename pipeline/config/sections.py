@@ -1,4 +1,4 @@
-"""Sections of the experiment: paths, data, resources."""
+"""Sections of the experiment: paths, data, autoencoder, resources."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.config.base import StrictModel
-from pipeline.config.registry import component_union, discover
+from pipeline.config.base import StrictModel, check_fields
+from pipeline.config.registry import component_union, discover, registered
 from pipeline.config.types import ByteSize, ResolvedPath
 
 discover()  # registered components must exist before the unions below are built
@@ -77,6 +77,100 @@ class DataConfig(StrictModel):
                     f"segment_overlap_seconds ({self.segment_overlap_seconds}) must be below max_item_seconds "
                     f"({self.max_item_seconds})"
                 )
+        return self
+
+
+class AutoencoderModelConfig(StrictModel):
+    """Encoder -> bottleneck -> decoder. Encoder and decoder configs expose `in_channels` /
+    `out_channels`, `latent_dim` and `downsampling_ratio` (derived from their strides)."""
+
+    encoder: component_union("encoder") = Field(description="audio -> pre-bottleneck latents")  # type: ignore[valid-type]
+    decoder: component_union("decoder") = Field(description="latents -> audio")  # type: ignore[valid-type]
+    bottleneck: component_union("bottleneck") = Field(description="vae | tanh | identity | rvq | fsq")  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _check_geometry(self) -> "AutoencoderModelConfig":
+        problems = []
+        factor = registered("bottleneck")[self.bottleneck.type].component.encoder_width_factor
+        expected = factor * self.decoder.latent_dim
+        if self.encoder.latent_dim != expected:
+            why = f"{factor} x decoder.latent_dim for a {self.bottleneck.type} bottleneck" if factor != 1 else "decoder.latent_dim"
+            problems.append((("encoder", "latent_dim"), f"must be {why} = {expected}, got {self.encoder.latent_dim}"))
+        if self.encoder.downsampling_ratio != self.decoder.downsampling_ratio:
+            problems.append((
+                ("decoder", "strides"),
+                f"downsample by {self.decoder.downsampling_ratio} but the encoder's by {self.encoder.downsampling_ratio} "
+                f"(encoder strides {list(self.encoder.strides)}, decoder strides {list(self.decoder.strides)})",
+            ))  # fmt: skip
+        check_fields(self, problems)
+        return self
+
+    @property
+    def latent_dim(self) -> int:
+        return self.decoder.latent_dim
+
+    @property
+    def downsampling_ratio(self) -> int:
+        return self.encoder.downsampling_ratio
+
+
+class AutoencoderTrainingConfig(StrictModel):
+    """The train_autoencoder stage: random crops from the shards, L1 + multi-resolution STFT + mel losses."""
+
+    steps: int = Field(10_000, ge=1, le=100_000_000)
+    batch_size: int = Field(8, ge=1, le=65_536)
+    crop_seconds: float = Field(1.0, gt=0.0, le=3600.0, description="length of each random training crop")
+    learning_rate: float = Field(1e-4, gt=0.0, le=10.0)
+    betas: tuple[float, float] = Field((0.8, 0.99), description="AdamW betas")
+    weight_decay: float = Field(1e-3, ge=0.0, le=10.0)
+    grad_clip: float | None = Field(1.0, gt=0.0, description="max gradient norm; null: no clipping")
+    kl_weight: float = Field(ge=0.0, le=1e6, description="weight of the VAE KL term (required: no hidden default)")
+    l1_weight: float = Field(1.0, ge=0.0, le=1e6)
+    stft_weight: float = Field(1.0, ge=0.0, le=1e6, description="multi-resolution STFT loss weight")
+    stft_fft_sizes: tuple[int, ...] = Field((2048, 1024, 512, 256, 128, 64), min_length=1)
+    mel_weight: float = Field(1.0, ge=0.0, le=1e6, description="log-mel L1 loss weight")
+    n_mels: int = Field(64, ge=8, le=512)
+    holdout_items: int = Field(8, ge=1, le=1_000_000, description="items kept out of training for evaluation")
+    eval_every: int = Field(500, ge=1, description="steps between held-out evaluations")
+    checkpoint_every: int = Field(500, ge=1, description="steps between resumable checkpoints")
+    log_every: int = Field(50, ge=1, description="steps between metrics lines")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = Field(0, ge=0, le=256, description="DataLoader processes decoding shard audio")
+
+    @field_validator("stft_fft_sizes")
+    @classmethod
+    def _powers_of_two(cls, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [size for size in sizes if size < 16 or size & (size - 1)]
+        if bad:
+            raise ValueError(f"STFT sizes must be powers of two >= 16, got {bad}")
+        return sizes
+
+
+class AutoencoderConfig(StrictModel):
+    """The frozen autoencoder: a pretrained `checkpoint`, or trained by the train_autoencoder stage."""
+
+    model: AutoencoderModelConfig
+    checkpoint: ResolvedPath | None = Field(
+        None,
+        description="pretrained weights: our format (.safetensors with its .json) or a stable-audio-tools "
+        "autoencoder .ckpt/.safetensors; null: train one with `training`",
+    )
+    checkpoint_prefix: str | None = Field(
+        None, description="key prefix to strip from the checkpoint, e.g. 'pretransform.model.'"
+    )
+    sample_rate: int | None = Field(
+        None, ge=1000, le=768_000, description="rate the model was trained at; must equal data.sample_rate when set"
+    )
+    training: AutoencoderTrainingConfig | None = None
+
+    @model_validator(mode="after")
+    def _weights_come_from_somewhere(self) -> "AutoencoderConfig":
+        problems = []
+        if self.checkpoint is None and self.training is None:
+            problems.append((("training",), "required when autoencoder.checkpoint is not set (the stage trains the model)"))
+        if self.checkpoint_prefix is not None and self.checkpoint is None:
+            problems.append((("checkpoint_prefix",), "set, but autoencoder.checkpoint is not"))
+        check_fields(self, problems)
         return self
 
 

@@ -107,7 +107,7 @@ def _plain_message(item: dict[str, Any], parent: Any, loc: tuple[Any, ...]) -> s
             message = replacement + message[len(prefix):]
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         message = "expected a mapping of keys to values"
-    if "input" not in item or kind == "value_error" or ", got " in message:
+    if "input" not in item or kind in ("value_error", "cross_field") or ", got " in message:
         return message
     return f"{message}, got {_show(item['input'])}"
 

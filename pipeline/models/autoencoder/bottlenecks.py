@@ -20,7 +20,8 @@ class Bottleneck(nn.Module):
     is_discrete = False
     encoder_width_factor = 1  # encoder output width / latent width
 
-    def __init__(self, config: ComponentConfig):
+    def __init__(self, config: ComponentConfig, dim: int):
+        """`dim`: the latent width (decoder input); quantisers need it, the others ignore it."""
         super().__init__()
         self.config = config
 

@@ -1,4 +1,4 @@
-"""Strict weight loading: stable-audio-tools checkpoints and our own safetensors files.
+"""Weights: strict loading of stable-audio-tools checkpoints and our own format (save and load).
 
 Loading never falls back to random weights: any missing, unexpected or mis-shaped key is an error
 that lists them all. stable-audio-tools' legacy weight norm (`weight_g` / `weight_v`, from
@@ -8,17 +8,26 @@ stripped when the caller names them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import torch
 from torch import nn
+
+from pipeline.errors import UserFacingError
+from pipeline.utils.atomic import atomic_path, write_json_atomic
+
+if TYPE_CHECKING:
+    from pipeline.config.experiment import Experiment
+    from pipeline.config.sections import AutoencoderModelConfig
+    from pipeline.models.autoencoder.model import Autoencoder
 
 LEGACY_WEIGHT_NORM = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
 KNOWN_PREFIXES = ("pretransform.model.", "autoencoder.", "model.")
 
 
-class CheckpointMismatch(Exception):
+class CheckpointMismatch(UserFacingError):
     """The checkpoint does not fit the model; the message lists every difference."""
 
 
@@ -74,3 +83,121 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
                 lines.append(f"  {title} ({len(keys)}): " + ", ".join(shown))
         raise CheckpointMismatch("\n".join(lines))
     module.load_state_dict(dict(state_dict), strict=True)
+
+
+# --- our own format: safetensors weights + the JSON config that built them -------------------------
+SAVED_FORMAT = "pipeline-autoencoder"
+SAVED_VERSION = 1
+
+
+def save_autoencoder(model: "Autoencoder", path: str | Path) -> None:
+    """Write `path` (.safetensors, the model config and sample rate in its metadata) and `path`.json
+    (the same config, for people and tools), each atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    description = saved_description(model)
+    state = {key: tensor.detach().contiguous().cpu() for key, tensor in model.state_dict().items()}
+    with atomic_path(path) as temporary:
+        save_file(state, str(temporary), metadata={"pipeline": json.dumps(description, sort_keys=True)})
+    write_json_atomic(path.with_suffix(".json"), description)
+
+
+def saved_description(model: "Autoencoder") -> dict[str, Any]:
+    return {
+        "format": SAVED_FORMAT,
+        "version": SAVED_VERSION,
+        "sample_rate": model.sample_rate,
+        "model": model.config.model_dump(mode="json"),
+    }
+
+
+def read_saved_description(path: str | Path) -> dict[str, Any] | None:
+    """The description stored by `save_autoencoder`, or None for any other file (e.g. stable-audio-tools')."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if "pipeline" not in metadata:
+        return None
+    description = json.loads(metadata["pipeline"])
+    if description.get("format") != SAVED_FORMAT or description.get("version") != SAVED_VERSION:
+        raise CheckpointMismatch(
+            f"{path}: format {description.get('format')!r} version {description.get('version')!r} is not "
+            f"{SAVED_FORMAT!r} version {SAVED_VERSION}"
+        )
+    return description
+
+
+def load_saved(path: str | Path) -> "Autoencoder":
+    """Rebuild an autoencoder written by `save_autoencoder` from that file alone."""
+    from pipeline.config.sections import AutoencoderModelConfig
+    from pipeline.models.autoencoder.model import Autoencoder
+
+    description = read_saved_description(path)
+    if description is None:
+        raise CheckpointMismatch(f"{path}: not written by this project (no '{SAVED_FORMAT}' metadata)")
+    model = Autoencoder(AutoencoderModelConfig.model_validate(description["model"]), description["sample_rate"])
+    load_strict(model, read_state_dict(path), source=str(path))
+    return model.eval()
+
+
+def load_autoencoder(
+    config: "AutoencoderModelConfig", sample_rate: int, path: str | Path, strip_prefix: str | None = None
+) -> "Autoencoder":
+    """Build `config` and load `path` strictly: our own format (its stored config must equal `config`)
+    or a stable-audio-tools checkpoint. Returns the model in eval mode."""
+    from pipeline.models.autoencoder.model import Autoencoder
+
+    description = read_saved_description(path)
+    if description is not None:
+        differences = config_differences(description["model"], config.model_dump(mode="json"))
+        if description["sample_rate"] != sample_rate:
+            differences.append(f"sample_rate: file {description['sample_rate']}, experiment {sample_rate}")
+        if differences:
+            raise CheckpointMismatch(f"{path} was saved with another autoencoder config:\n  " + "\n  ".join(differences))
+    model = Autoencoder(config, sample_rate)
+    state = normalise_keys(read_state_dict(path), [strip_prefix] if strip_prefix else [])
+    load_strict(model, state, source=str(path))
+    return model.eval()
+
+
+def config_differences(saved: Any, wanted: Any, where: str = "model") -> list[str]:
+    """Dotted paths at which two plain configs differ, with both values."""
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        return [
+            difference
+            for key in sorted(set(saved) | set(wanted))
+            for difference in config_differences(saved.get(key), wanted.get(key), f"{where}.{key}")
+        ]
+    return [] if saved == wanted else [f"{where}: file {saved!r}, experiment {wanted!r}"]
+
+
+def weights_path(experiment: "Experiment") -> Path:
+    """The autoencoder's weights: the configured checkpoint, or what train_autoencoder writes."""
+    configured = experiment.autoencoder
+    if configured is None:
+        raise ValueError(f"experiment '{experiment.name}' has no autoencoder section")
+    return configured.checkpoint or trained_weights_path(experiment)
+
+
+def trained_weights_path(experiment: "Experiment") -> Path:
+    """Where the train_autoencoder stage writes its weights (and `model.json` beside them)."""
+    return experiment.work_dir / "autoencoder" / "model.safetensors"
+
+
+def experiment_autoencoder(experiment: "Experiment") -> "Autoencoder":
+    """The frozen autoencoder of an experiment, loaded strictly (never a random init)."""
+    path = weights_path(experiment)
+    configured = experiment.autoencoder
+    assert configured is not None  # weights_path checked
+    if not path.is_file():
+        hint = "" if configured.checkpoint else " (run the train_autoencoder stage first)"
+        raise FileNotFoundError(f"autoencoder weights not found: {path}{hint}")
+    model = load_autoencoder(configured.model, experiment.data.sample_rate, path, configured.checkpoint_prefix)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model

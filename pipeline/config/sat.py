@@ -1,0 +1,151 @@
+"""`pipeline import-sat`: a stable-audio-tools model config -> this project's `autoencoder` section.
+
+Takes an autoencoder model config (`model_type: autoencoder`) or the `pretransform` block of a
+diffusion / LM config. Component configs map one to one (our components are named and parameterised
+like stable-audio-tools'); values stable-audio-tools types twice (`latent_dim`, `downsampling_ratio`,
+`io_channels`) are checked against the ones we derive and then dropped. Training settings we support
+(AdamW, L1 + multi-resolution STFT, KL weight) are carried over; the rest is listed as not carried."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from pipeline.config.registry import registered
+from pipeline.errors import UserFacingError
+from pipeline.config.sections import AutoencoderModelConfig
+
+# Keys stable-audio-tools puts beside `type`/`config` that say nothing about the architecture.
+IGNORED_COMPONENT_KEYS = {"requires_grad"}
+# Bottleneck keys that repeat the latent width, which we derive from the decoder.
+DERIVED_BOTTLENECK_KEYS = {"dim"}
+
+
+class SatImportError(UserFacingError):
+    """The stable-audio-tools config cannot be expressed here; the message says what and why."""
+
+
+def import_sat_config(path: str | Path, checkpoint: str | None = None, checkpoint_prefix: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Return ({"data": ..., "autoencoder": ...}, notes on what was not carried over or is still to set)."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as error:
+        raise SatImportError(f"{path}: not a readable JSON file ({error})") from error
+    block, sample_rate, training = _autoencoder_block(document, path)
+    model = {part: _component(part, block.get(part), path) for part in ("encoder", "decoder", "bottleneck")}
+    _check_repeated_values(block, model, path)
+    _validate(model, path)
+    section: dict[str, Any] = {"sample_rate": sample_rate, "model": model}
+    notes: list[str] = []
+    if checkpoint is not None:
+        section["checkpoint"] = checkpoint
+        if checkpoint_prefix is not None:
+            section["checkpoint_prefix"] = checkpoint_prefix
+    if training is not None:
+        section["training"], notes = _training(training, document, sample_rate, model["bottleneck"]["type"])
+    elif checkpoint is None:
+        notes.append("no training settings in the source: set autoencoder.checkpoint to the pretrained weights")
+    return {"data": {"sample_rate": sample_rate, "channels": model["encoder"].get("in_channels", 2)}, "autoencoder": section}, notes
+
+
+def _validate(model: dict[str, Any], path: Path) -> None:
+    try:
+        AutoencoderModelConfig.model_validate(model)
+    except ValidationError as error:
+        problems = [f"model.{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()]
+        raise SatImportError(f"{path}: the converted config does not validate:\n  " + "\n  ".join(problems)) from None
+
+
+def _autoencoder_block(document: Any, path: Path) -> tuple[dict[str, Any], int, dict[str, Any] | None]:
+    if not isinstance(document, dict) or not isinstance(document.get("model"), dict):
+        raise SatImportError(f"{path}: expected a stable-audio-tools model config with a 'model' object")
+    sample_rate = document.get("sample_rate")
+    if not isinstance(sample_rate, int):
+        raise SatImportError(f"{path}: 'sample_rate' must be an integer, got {sample_rate!r}")
+    model_type = document.get("model_type")
+    if model_type == "autoencoder":
+        return document["model"], sample_rate, document.get("training")
+    pretransform = document["model"].get("pretransform")
+    if pretransform is None:
+        raise SatImportError(
+            f"{path}: model_type '{model_type}' has no model.pretransform; give an autoencoder config or a "
+            "diffusion/LM config whose pretransform is an autoencoder"
+        )
+    if pretransform.get("type") != "autoencoder":
+        raise SatImportError(f"{path}: model.pretransform.type '{pretransform.get('type')}' is not supported; supported: autoencoder")
+    return pretransform.get("config", {}), sample_rate, None
+
+
+def _component(part: str, entry: Any, path: Path) -> dict[str, Any]:
+    kind = part
+    if not isinstance(entry, dict) or "type" not in entry:
+        raise SatImportError(f"{path}: model.{part} must be an object with a 'type'")
+    supported = sorted(registered(kind))
+    if entry["type"] not in supported:
+        raise SatImportError(
+            f"{path}: {part} type '{entry['type']}' is not supported yet; supported {part} types: {', '.join(supported)}"
+        )
+    unknown = set(entry) - {"type", "config"} - IGNORED_COMPONENT_KEYS
+    if unknown:
+        raise SatImportError(f"{path}: model.{part} has keys this importer does not know: {sorted(unknown)}")
+    config = dict(entry.get("config", {}))
+    if part == "bottleneck":
+        config = {key: value for key, value in config.items() if key not in DERIVED_BOTTLENECK_KEYS}
+    return {"type": entry["type"], **config}
+
+
+def _check_repeated_values(block: dict[str, Any], model: dict[str, Any], path: Path) -> None:
+    """stable-audio-tools types latent_dim, downsampling_ratio and io_channels a second time: they must agree."""
+    derived = {
+        "latent_dim": model["decoder"].get("latent_dim"),
+        "downsampling_ratio": math.prod(model["encoder"].get("strides", [])) or None,
+        "io_channels": model["encoder"].get("in_channels"),
+    }
+    for key, ours in derived.items():
+        if key in block and ours is not None and block[key] != ours:
+            raise SatImportError(f"{path}: model.{key} is {block[key]} but the encoder/decoder configs give {ours}")
+    bottleneck_dim = block.get("bottleneck", {}).get("config", {}).get("dim")
+    if bottleneck_dim is not None and bottleneck_dim != derived["latent_dim"]:
+        raise SatImportError(f"{path}: model.bottleneck.config.dim is {bottleneck_dim}, decoder.latent_dim {derived['latent_dim']}")
+
+
+def _training(training: dict[str, Any], document: dict[str, Any], sample_rate: int, bottleneck: str) -> tuple[dict[str, Any], list[str]]:
+    optimizer = training.get("optimizer_configs", {}).get("autoencoder", {}).get("optimizer", {})
+    optimizer_config = optimizer.get("config", {})
+    losses = training.get("loss_configs", {})
+    spectral = losses.get("spectral", {})
+    result: dict[str, Any] = {
+        "learning_rate": optimizer_config.get("lr", training.get("learning_rate", 1e-4)),
+        "kl_weight": losses.get("bottleneck", {}).get("weights", {}).get("kl", 0.0),
+        "l1_weight": losses.get("time", {}).get("weights", {}).get("l1", 0.0),
+        "stft_weight": spectral.get("weights", {}).get("mrstft", 0.0),
+        "mel_weight": 0.0,
+    }
+    for ours, theirs in (("betas", "betas"), ("weight_decay", "weight_decay")):
+        if theirs in optimizer_config:
+            result[ours] = optimizer_config[theirs]
+    if "fft_sizes" in spectral.get("config", {}):
+        result["stft_fft_sizes"] = spectral["config"]["fft_sizes"]
+    if isinstance(document.get("sample_size"), int):
+        result["crop_seconds"] = document["sample_size"] / sample_rate
+    notes = []
+    if optimizer and optimizer.get("type", "AdamW") != "AdamW":
+        notes.append(f"optimizer {optimizer.get('type')} (AdamW is used)")
+    if "discriminator" in losses:
+        notes.append("adversarial discriminator and feature-matching losses (not implemented)")
+    if training.get("use_ema"):
+        notes.append("EMA of the weights")
+    if "scheduler" in training.get("optimizer_configs", {}).get("autoencoder", {}):
+        notes.append("learning-rate scheduler (constant rate is used)")
+    if spectral.get("config", {}).get("perceptual_weighting"):
+        notes.append("perceptual weighting of the STFT loss")
+    if bottleneck == "vae" and "bottleneck" not in losses:
+        notes.append("no KL weight in the source: kl_weight set to 0.0, choose one")
+    return result, notes

@@ -1,0 +1,137 @@
+"""`Autoencoder`: encoder -> bottleneck -> decoder, the API every later stage uses.
+
+Attribute names (`encoder`, `decoder`, `bottleneck`) match stable-audio-tools' `AudioAutoencoder`, so
+its unwrapped checkpoints load key for key. Audio is (batch, channels, samples) at `sample_rate`;
+latents are (batch, latent_dim, frames) with frames = ceil(samples / downsampling_ratio) (the audio is
+zero-padded on the right to whole frames); codes are (batch, n_codebooks, frames) integers."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pipeline.config.registry import build
+
+if TYPE_CHECKING:
+    from pipeline.config.sections import AutoencoderModelConfig
+
+DEFAULT_OVERLAP_FRAMES = 16
+
+
+class Autoencoder(nn.Module):
+    def __init__(self, config: "AutoencoderModelConfig", sample_rate: int):
+        super().__init__()
+        self.config = config
+        self.encoder = build("encoder", config.encoder)
+        self.decoder = build("decoder", config.decoder)
+        self.bottleneck = build("bottleneck", config.bottleneck, dim=config.latent_dim)
+        self._sample_rate = sample_rate
+
+    # --- what later stages need to know -------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self._sample_rate
+
+    @property
+    def io_channels(self) -> int:
+        return self.config.encoder.in_channels
+
+    @property
+    def downsampling_ratio(self) -> int:
+        return self.config.downsampling_ratio
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    @property
+    def latent_rate(self) -> float:
+        """Latent frames per second of audio."""
+        return self.sample_rate / self.downsampling_ratio
+
+    @property
+    def is_discrete(self) -> bool:
+        return self.bottleneck.is_discrete
+
+    @property
+    def n_codebooks(self) -> int | None:
+        return self.bottleneck.n_codebooks if self.is_discrete else None
+
+    @property
+    def codebook_size(self) -> int | None:
+        return self.bottleneck.codebook_size if self.is_discrete else None
+
+    # --- inference -----------------------------------------------------------------------------
+    def encode(
+        self, audio: torch.Tensor, return_scale: bool = False, chunk_frames: int | None = None,
+        overlap_frames: int = DEFAULT_OVERLAP_FRAMES,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Deterministic encoding: the VAE posterior mean (and its scale with `return_scale`), the
+        bounded/identity latents, or the integer codes of a discrete bottleneck.
+
+        With `chunk_frames`, the encoder runs on windows of that many frames plus `overlap_frames` of
+        context on each side, keeping each window's middle: memory stays bounded for long audio."""
+        if return_scale and self.config.bottleneck.type != "vae":
+            raise ValueError(f"return_scale needs a vae bottleneck, this one is '{self.config.bottleneck.type}'")
+        hidden = self._windowed(self.encoder, self._pad_to_frames(audio), chunk_frames, overlap_frames, self.downsampling_ratio, 1)
+        latents, info = self.bottleneck.encode(hidden, sample=False)
+        if self.is_discrete:
+            return info["codes"]
+        return (latents, info["scale"]) if return_scale else latents
+
+    def decode(
+        self, latents_or_codes: torch.Tensor, chunk_frames: int | None = None,
+        overlap_frames: int = DEFAULT_OVERLAP_FRAMES,
+    ) -> torch.Tensor:  # fmt: skip
+        """Latents (floating point) or codes (integers, discrete bottlenecks) -> audio."""
+        if not latents_or_codes.is_floating_point():
+            if not self.is_discrete:
+                raise ValueError("integer codes given to an autoencoder with a continuous bottleneck")
+            latents = self.bottleneck.decode_codes(latents_or_codes)
+        else:
+            latents = self.bottleneck.decode(latents_or_codes)
+        return self._windowed(self.decoder, latents, chunk_frames, overlap_frames, 1, self.downsampling_ratio)
+
+    # --- training ------------------------------------------------------------------------------
+    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Training pass: a sampled VAE latent (or quantised one), its reconstruction and the bottleneck's
+        info (`kl` for a VAE, `commitment_loss` for RVQ)."""
+        latents, info = self.bottleneck.encode(self.encoder(self._pad_to_frames(audio)), sample=True)
+        reconstruction = self.decoder(latents)[..., : audio.shape[-1]]
+        return reconstruction, info
+
+    # --- helpers -------------------------------------------------------------------------------
+    def _pad_to_frames(self, audio: torch.Tensor) -> torch.Tensor:
+        if audio.dim() != 3 or audio.shape[1] != self.io_channels:
+            raise ValueError(f"expected audio shaped (batch, {self.io_channels}, samples), got {tuple(audio.shape)}")
+        remainder = audio.shape[-1] % self.downsampling_ratio
+        return F.pad(audio, (0, self.downsampling_ratio - remainder)) if remainder else audio
+
+    @staticmethod
+    def _windowed(
+        function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk_frames: int | None,
+        overlap_frames: int, in_per_frame: int, out_per_frame: int,
+    ) -> torch.Tensor:  # fmt: skip
+        """Apply `function` to windows of `chunk_frames` frames with `overlap_frames` of context each side."""
+        frames = x.shape[-1] // in_per_frame
+        if chunk_frames is None or frames <= chunk_frames:
+            return function(x)
+        if chunk_frames < 1 or overlap_frames < 0:
+            raise ValueError(f"chunk_frames must be >= 1 and overlap_frames >= 0, got {chunk_frames}, {overlap_frames}")
+        pieces = []
+        for start in range(0, frames, chunk_frames):
+            stop = min(start + chunk_frames, frames)
+            low, high = max(0, start - overlap_frames), min(frames, stop + overlap_frames)
+            window = function(x[..., low * in_per_frame : high * in_per_frame])
+            keep_from = (start - low) * out_per_frame
+            pieces.append(window[..., keep_from : keep_from + (stop - start) * out_per_frame])
+        return torch.cat(pieces, dim=-1)
+
+
+def frames_for(samples: int, downsampling_ratio: int) -> int:
+    """Latent frames `encode` returns for `samples` of audio."""
+    return math.ceil(samples / downsampling_ratio)
