@@ -14,21 +14,28 @@ from pipeline.models.autoencoder.oobleck import OobleckEncoderConfig
 GEOMETRY = dict(in_channels=2, channels=4, latent_dim=6, c_mults=(1, 2), strides=(2, 4), use_snake=True)
 
 
-def _legacy_encoder_state(seed: int) -> tuple[dict[str, torch.Tensor], nn.Module]:
-    """Weights as stable-audio-tools writes them: the same layout built with the legacy weight_norm."""
-    torch.manual_seed(seed)
-    model = build("encoder", OobleckEncoderConfig(**GEOMETRY))
-    for module in model.modules():  # swap each parametrized conv for a legacy weight-normed one
+def legacy_weight_norm(model: nn.Module) -> nn.Module:
+    """Rebuild every weight-normed conv with the legacy `torch.nn.utils.weight_norm`, as stable-audio-tools
+    builds them (state-dict keys `weight_g` / `weight_v`); the computed weights do not change."""
+    for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, (nn.Conv1d, nn.ConvTranspose1d)) and hasattr(child, "parametrizations"):
                 torch.nn.utils.parametrize.remove_parametrizations(child, "weight", leave_parametrized=True)
-                with torch.no_grad():
-                    child.weight.mul_(1.5)  # differ from a fresh init
+                child._load_state_dict_pre_hooks.clear()  # the parametrization's key-compat hook outlives it
                 setattr(module, name, torch.nn.utils.weight_norm(child))
+    return model
+
+
+def _legacy_encoder_state(seed: int) -> tuple[dict[str, torch.Tensor], nn.Module]:
+    """Weights as stable-audio-tools writes them: the same layout built with the legacy weight_norm."""
+    torch.manual_seed(seed)
+    model = legacy_weight_norm(build("encoder", OobleckEncoderConfig(**GEOMETRY)))
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if name.endswith(("alpha", "beta")):
                 parameter.normal_(0, 0.1)
+            elif name.endswith("weight_g"):
+                parameter.mul_(1.5)  # differ from a fresh init
     return {f"pretransform.model.encoder.{key}": value for key, value in model.state_dict().items()}, model
 
 

@@ -32,7 +32,7 @@ def test_encode_decode_shapes(geometry, channels, latent):
     audio = torch.randn(2, channels, ratio * frames)
     with torch.inference_mode():
         encoded = encoder(audio)
-        latents, info = build("bottleneck", VAEBottleneckConfig()).encode(encoded, sample=False)
+        latents, info = build("bottleneck", VAEBottleneckConfig(), dim=latent).encode(encoded, sample=False)
         decoded = decoder(latents)
     assert encoded.shape == (2, 2 * latent, frames)
     assert latents.shape == (2, latent, frames)
@@ -60,7 +60,7 @@ def test_state_dict_layout_follows_stable_audio_tools():
 def test_vae_bottleneck_sampling_and_kl():
     torch.manual_seed(0)
     x = torch.randn(4, 8, 50)
-    bottleneck = build("bottleneck", VAEBottleneckConfig())
+    bottleneck = build("bottleneck", VAEBottleneckConfig(), dim=4)
     drawn, info = bottleneck.encode(x, sample=True)
     mean, scale_logit = x.chunk(2, dim=1)
     assert torch.equal(info["mean"], mean)
@@ -73,9 +73,9 @@ def test_vae_bottleneck_sampling_and_kl():
 
 def test_tanh_and_identity_bottlenecks():
     x = torch.linspace(-100, 100, 11).reshape(1, 1, 11)
-    bounded, _ = build("bottleneck", TanhBottleneckConfig(scale=3.0)).encode(x)
+    bounded, _ = build("bottleneck", TanhBottleneckConfig(scale=3.0), dim=1).encode(x)
     assert bounded.abs().max() <= 3.0
-    identity = build("bottleneck", registered("bottleneck")["identity"].config())
+    identity = build("bottleneck", registered("bottleneck")["identity"].config(), dim=1)
     assert torch.equal(identity.encode(x)[0], x)
 
 
