@@ -197,8 +197,7 @@ def _batches(tars: list[Path], crop_samples: int, seed: int, step: int, exclude:
 def _resume(experiment: Experiment, model: Autoencoder, optimizer: torch.optim.Optimizer) -> tuple[int, float | None]:
     """Load the last checkpoint if it belongs to this configuration; returns (step, first eval loss)."""
     path = checkpoint_path(experiment)
-    if path.parent.is_dir():
-        remove_stale_temps(path.parent)
+    remove_stale_temps(path.parent, path.name)
     if not path.is_file():
         return 0, None
     state = torch.load(path, map_location="cpu", weights_only=True)

@@ -22,6 +22,8 @@ def _experiment(directory: Path, audio_dir: Path, work: str, **data) -> Path:
         "name": "killtest",
         "paths": {"audio_dir": str(audio_dir), "work_dir": str(directory / work)},
         "data": data,
+        # the default target also trains the demo autoencoder: a few steps are enough here
+        "autoencoder": {"training": {"steps": 2, "eval_every": 2, "checkpoint_every": 2, "holdout_items": 1}},
     }
     path = directory / f"{work}.yaml"
     path.write_text(yaml.safe_dump(document))
@@ -81,6 +83,9 @@ def test_snakemake_local_profile_matches_the_cli(tmp_path):
         capture_output=True, text=True, cwd=REPO_ROOT,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    trained = tmp_path / "snake" / "autoencoder"
+    assert (trained / "model.safetensors").is_file() and (trained / "model.json").is_file()
+    assert "step 2/2" in (tmp_path / "snake" / "logs" / "train_autoencoder.log").read_text()
     assert _cli("plan", str(via_cli)).returncode == 0
     assert _cli("shard", str(via_cli), "--all", "--workers", "2", "--quiet").returncode == 0
     from_snakemake = _files(tmp_path / "snake" / "shards")
