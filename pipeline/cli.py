@@ -137,6 +137,27 @@ def cmd_train_autoencoder(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pre_encode(args: argparse.Namespace) -> int:
+    from pipeline.encode.pre_encode import pre_encode_all, pre_encode_shard
+
+    experiment = _load(args)
+    if args.all:
+        results = pre_encode_all(experiment, workers=args.workers, force=args.force, progress=not args.quiet)
+    else:
+        results = [pre_encode_shard(experiment, args.shard, force=args.force, progress=not args.quiet)]
+    for result in results:
+        print(result.line())
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from pipeline.latents.index import build_index
+
+    path = build_index(_load(args))
+    print(f"index: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pipeline import __version__
 
@@ -175,6 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment_arguments(train_ae)
     train_ae.add_argument("--max-steps", type=int, metavar="N", help="stop after step N this run (checkpointed; rerun resumes)")
     train_ae.add_argument("--quiet", action="store_true", help="no progress bar")
+    pre = command("pre-encode", cmd_pre_encode, "encode shard tars into HDF5 latent stores (skips up-to-date ones)")
+    _add_experiment_arguments(pre)
+    which = pre.add_mutually_exclusive_group(required=True)
+    which.add_argument("--shard", type=int, metavar="N", help="encode shard N")
+    which.add_argument("--all", action="store_true", help="encode every planned shard")
+    pre.add_argument("--workers", type=int, default=1, metavar="K", help="processes for --all (default 1)")
+    pre.add_argument("--force", action="store_true", help="rebuild even up-to-date stores")
+    pre.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_experiment_arguments(command("index", cmd_index, "gather the shard stores into latents/index.h5"))
     demo = command("demo-data", cmd_demo_data, "write the deterministic demo audio corpus")
     demo.add_argument("out_dir", type=Path)
     demo.add_argument("--seed", type=int, default=0)

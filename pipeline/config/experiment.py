@@ -10,7 +10,7 @@ from pydantic import Field, ValidationError, model_validator
 from pipeline.config.base import StrictModel, check_fields
 from pipeline.config.errors import ConfigError, ConfigProblem
 from pipeline.config.loader import Document, load_document
-from pipeline.config.sections import AutoencoderConfig, DataConfig, PathsConfig, ResourcesConfig
+from pipeline.config.sections import AutoencoderConfig, DataConfig, PathsConfig, PreEncodeConfig, ResourcesConfig
 from pipeline.config.validation import problems_from_validation_error
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -32,6 +32,7 @@ class Experiment(StrictModel):
     autoencoder: AutoencoderConfig | None = Field(
         None, description="the frozen autoencoder pre-encoding runs and sampling decodes with"
     )
+    pre_encode: PreEncodeConfig = Field(default_factory=PreEncodeConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
 
     @model_validator(mode="before")
@@ -58,6 +59,12 @@ class Experiment(StrictModel):
         ]
         if self.autoencoder.sample_rate is not None and self.autoencoder.sample_rate != rate:
             problems.append((("autoencoder", "sample_rate"), f"must equal data.sample_rate ({rate}), got {self.autoencoder.sample_rate}"))
+        window_samples = self.pre_encode.window_seconds * rate
+        if window_samples < model.downsampling_ratio:
+            problems.append((
+                ("pre_encode", "window_seconds"),
+                f"{self.pre_encode.window_seconds} s is shorter than one latent frame ({model.downsampling_ratio} samples at {rate} Hz)",
+            ))  # fmt: skip
         training = self.autoencoder.training
         if training is not None and training.crop_seconds * rate < model.downsampling_ratio:
             problems.append((

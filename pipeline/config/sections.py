@@ -174,6 +174,21 @@ class AutoencoderConfig(StrictModel):
         return self
 
 
+class PreEncodeConfig(StrictModel):
+    """The pre_encode stage: shard tars -> one HDF5 latent store per shard."""
+
+    batch_size: int = Field(16, ge=1, le=65_536, description="items per encoder call (similar lengths grouped)")
+    window_seconds: float = Field(
+        30.0, gt=0.0, le=86_400.0, description="items longer than this are encoded alone, in windows of this length"
+    )
+    overlap_frames: int = Field(16, ge=0, le=4096, description="latent frames of context each side of a window")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available")
+    autocast: Literal["bf16", "fp16", "none"] = Field("bf16", description="mixed precision on GPU (CPU runs fp32)")
+    store_scale: bool = Field(False, description="also store the VAE posterior scale (/latents_scale)")
+    compression: Literal["none", "lzf", "gzip"] = Field("none", description="HDF5 compression of the latents")
+    num_workers: int = Field(1, ge=0, le=64, description="background processes decoding shard audio (0: inline)")
+
+
 class StageResources(StrictModel):
     """What one job of a stage asks the scheduler for (Snakemake resources / SLURM request)."""
 

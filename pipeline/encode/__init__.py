@@ -1,0 +1,1 @@
+"""Encoding shards into latent stores (the pre_encode stage)."""

@@ -1,0 +1,303 @@
+"""`pipeline pre-encode EXP --shard N`: a shard tar -> `<work_dir>/latents/shard-NNNNNN.h5`.
+
+Items are decoded in a background DataLoader worker, grouped by length into batches (padding the
+shorter ones, whose last frames are then re-encoded alone so padding never leaks into stored
+latents), encoded under `torch.inference_mode()` (autocast on GPU) and appended to the store in tar
+order. Items longer than `window_seconds` are encoded alone, in overlapping windows. The store is
+skipped when its stage hash, source tar hash and weights hash match; otherwise rebuilt atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from pipeline import __version__
+from pipeline.config.experiment import Experiment
+from pipeline.config.hashing import stage_hash
+from pipeline.config.sections import PreEncodeConfig
+from pipeline.errors import UserFacingError
+from pipeline.latents.store import FORMAT, VERSION, ItemRecord, StoreWriter, autoencoder_attributes, read_attributes
+from pipeline.models.autoencoder.checkpoints import experiment_autoencoder, weights_path
+from pipeline.models.autoencoder.model import Autoencoder, frames_for
+from pipeline.shards.plan import shard_name
+from pipeline.shards.reader import ShardItem, read_items
+from pipeline.shards.writer import manifest_path, tar_path
+from pipeline.utils.atomic import remove_stale_temps, sha256_file
+from pipeline.utils.devices import pick_device
+
+LOOKAHEAD_BATCHES = 8  # items are length-sorted within blocks of this many batches (bounded memory)
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def latents_dir(experiment: Experiment) -> Path:
+    return experiment.work_dir / "latents"
+
+
+def store_path(experiment: Experiment, index: int) -> Path:
+    return latents_dir(experiment) / f"{shard_name(index)}.h5"
+
+
+@dataclass
+class EncodeResult:
+    index: int
+    items: int
+    frames: int
+    seconds: float
+    skipped: bool
+    wall_seconds: float = 0.0
+
+    def line(self) -> str:
+        state = "up to date" if self.skipped else f"written in {self.wall_seconds:.1f} s"
+        return f"pre-encode shard {self.index}: {self.items} items, {self.frames} frames, {self.seconds:.1f} s of audio ({state})"
+
+
+@dataclass(frozen=True)
+class Encoded:
+    record: ItemRecord
+    values: np.ndarray  # (frames, latent_dim) float32, or (frames, n_codebooks) integer codes
+    scale: np.ndarray | None = None
+
+
+def expected_provenance(experiment: Experiment, index: int) -> dict[str, str]:
+    """What a store must record to count as up to date."""
+    manifest_file = manifest_path(experiment, index)
+    if not manifest_file.is_file():
+        raise UserFacingError(f"shard {index} is not written ({manifest_file} missing): run the shard stage first")
+    manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    weights = weights_path(experiment)
+    if not weights.is_file():
+        raise FileNotFoundError(f"autoencoder weights not found: {weights}")
+    return {
+        "stage_hash": stage_hash(experiment, "pre_encode"),
+        "source_shard": manifest["tar"],
+        "source_shard_sha256": manifest["tar_sha256"],
+        "autoencoder_weights_sha256": sha256_file(weights),
+    }
+
+
+def is_up_to_date(store: Path, expected: dict[str, str]) -> bool:
+    if not store.is_file():
+        return False
+    try:
+        attributes = read_attributes(store)
+    except OSError:
+        return False
+    return attributes.get("format") == FORMAT and all(attributes.get(key) == value for key, value in expected.items())
+
+
+def pre_encode_shard(experiment: Experiment, index: int, force: bool = False, progress: bool = False,
+                     model: Autoencoder | None = None) -> EncodeResult:  # fmt: skip
+    """Encode shard `index` into its store unless an up-to-date store exists."""
+    expected = expected_provenance(experiment, index)
+    store = store_path(experiment, index)
+    if not force and is_up_to_date(store, expected):
+        attributes = read_attributes(store)
+        return EncodeResult(index, attributes["items"], attributes["frames"], attributes["seconds"], skipped=True)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(store.parent, store.name)
+    started = time.monotonic()
+    config = experiment.pre_encode
+    device = pick_device(config.device)
+    model = (model or experiment_autoencoder(experiment)).to(device)
+    attributes = _store_attributes(model, expected, config, device)
+    manifest = json.loads(manifest_path(experiment, index).read_text(encoding="utf-8"))
+    width = model.n_codebooks if model.is_discrete else model.latent_dim
+    with_scale = config.store_scale and model.config.bottleneck.type == "vae"
+    compression = None if config.compression == "none" else config.compression
+    with StoreWriter(store, attributes, width, model.is_discrete, with_scale, compression) as writer:
+        items = background_items(tar_path(experiment, index), config.num_workers)
+        for encoded in _progress(encode_items(items, model, config, device), len(manifest["items"]), progress, index):
+            writer.append(encoded.record, encoded.values, encoded.scale)
+    return EncodeResult(index, len(writer.items), writer.frames, writer.frames / model.latent_rate, skipped=False,
+                        wall_seconds=time.monotonic() - started)  # fmt: skip
+
+
+def planned_indices(experiment: Experiment) -> list[int]:
+    from pipeline.shards.run import load_plan
+
+    return [shard["index"] for shard in load_plan(experiment)["shards"]]
+
+
+def pre_encode_all(experiment: Experiment, workers: int = 1, force: bool = False, progress: bool = True) -> list[EncodeResult]:
+    """Every planned shard; `workers` > 1 runs that many processes (each loads the model once)."""
+    indices = planned_indices(experiment)
+    if workers <= 1:
+        model = None
+        results = []
+        for index in indices:
+            if model is None and (force or not is_up_to_date(store_path(experiment, index), expected_provenance(experiment, index))):
+                model = experiment_autoencoder(experiment)
+            results.append(pre_encode_shard(experiment, index, force=force, progress=progress, model=model))
+        return results
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")  # no forked torch thread pools
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_limit_threads, initargs=(workers,)) as pool:
+        futures = [pool.submit(pre_encode_shard, experiment, index, force) for index in indices]
+        return [future.result() for future in futures]
+
+
+def _limit_threads(workers: int) -> None:
+    import os
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+def _store_attributes(model: Autoencoder, provenance: dict[str, str], config: PreEncodeConfig, device: torch.device) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": VERSION,
+        **autoencoder_attributes(model, provenance["autoencoder_weights_sha256"]),
+        **provenance,
+        "dtype": "int" if model.is_discrete else "float16",
+        "encode_device": device.type,
+        "encode_autocast": config.autocast if device.type == "cuda" else "none",
+        "package_version": __version__,
+        "torch_version": torch.__version__,
+        "h5py_version": __import__("h5py").__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _progress(encoded: Iterator[Encoded], total: int, enabled: bool, index: int) -> Iterator[Encoded]:
+    if not enabled:
+        yield from encoded
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=f"pre-encode shard {index}", unit="item", dynamic_ncols=True) as bar:
+        for item in encoded:
+            bar.update(1)
+            yield item
+
+
+# --- reading ------------------------------------------------------------------------------------
+class _TarItems(torch.utils.data.IterableDataset):
+    def __init__(self, tar: Path):
+        super().__init__()
+        self.tar = tar
+
+    def __iter__(self) -> Iterator[ShardItem]:
+        return read_items([self.tar])
+
+
+def _unbatched(item: ShardItem) -> ShardItem:
+    return item
+
+
+def background_items(tar: Path, num_workers: int) -> Iterator[ShardItem]:
+    """The tar's items in order, decoded by a DataLoader worker process (inline with 0 workers)."""
+    if not tar.is_file():
+        raise UserFacingError(f"shard tar not found: {tar}")
+    workers = min(num_workers, 1)  # one tar is one ordered stream
+    loader = torch.utils.data.DataLoader(_TarItems(tar), batch_size=None, num_workers=workers, collate_fn=_unbatched,
+                                         prefetch_factor=32 if workers else None)  # fmt: skip
+    return iter(loader)
+
+
+# --- encoding -----------------------------------------------------------------------------------
+def encode_items(items: Iterator[ShardItem], model: Autoencoder, config: PreEncodeConfig, device: torch.device) -> Iterator[Encoded]:
+    """Encode `items`, yielding results in input order."""
+    block: list[ShardItem] = []
+    for item in items:
+        block.append(item)
+        if len(block) >= config.batch_size * LOOKAHEAD_BATCHES:
+            yield from _encode_block(block, model, config, device)
+            block = []
+    if block:
+        yield from _encode_block(block, model, config, device)
+
+
+def _encode_block(block: Sequence[ShardItem], model: Autoencoder, config: PreEncodeConfig, device: torch.device) -> Iterator[Encoded]:
+    window_samples = round(config.window_seconds * model.sample_rate)
+    results: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+    short = sorted((i for i, item in enumerate(block) if item.audio.shape[1] <= window_samples),
+                   key=lambda i: block[i].audio.shape[1])  # fmt: skip
+    for start in range(0, len(short), config.batch_size):
+        batch = short[start : start + config.batch_size]
+        results.update(zip(batch, _encode_batch([block[i].audio for i in batch], model, config, device)))
+    for i, item in enumerate(block):
+        if i not in results:  # long: alone, in windows
+            window_frames = max(1, window_samples // model.downsampling_ratio)
+            results[i] = _encode_batch([item.audio], model, config, device, chunk_frames=window_frames)[0]
+    for i, item in enumerate(block):
+        values, scale = results[i]
+        yield Encoded(_record(item, len(values)), values, scale)
+
+
+def _record(item: ShardItem, frames: int) -> ItemRecord:
+    return ItemRecord(
+        key=item.key,
+        length=frames,
+        seconds_start=float(item.metadata.get("seconds_start", 0.0)),
+        seconds_total=float(item.metadata.get("seconds_total", 0.0)),
+        metadata_json=json.dumps(item.metadata, sort_keys=True, ensure_ascii=False),
+    )
+
+
+def _encode_batch(audios: Sequence[np.ndarray], model: Autoencoder, config: PreEncodeConfig, device: torch.device,
+                  chunk_frames: int | None = None) -> list[tuple[np.ndarray, np.ndarray | None]]:  # fmt: skip
+    """Encode (channels, samples) arrays together, zero-padded to the longest; each result is cut to
+    its own frames, and the last frames of padded items are re-encoded without the padding."""
+    ratio = model.downsampling_ratio
+    frames = [frames_for(audio.shape[1], ratio) for audio in audios]
+    longest = max(frames) * ratio
+    batch = torch.zeros(len(audios), audios[0].shape[0], longest)
+    for row, audio in enumerate(audios):
+        batch[row, :, : audio.shape[1]] = torch.from_numpy(audio)
+    values, scale = _encode(model, batch, config, device, chunk_frames)
+    results = []
+    for row, (audio, count) in enumerate(zip(audios, frames)):
+        item_values, item_scale = values[row, :count], (scale[row, :count] if scale is not None else None)
+        if count * ratio < longest:
+            item_values, item_scale = _reencode_tail(audio, count, item_values, item_scale, model, config, device)
+        results.append((item_values, item_scale))
+    return results
+
+
+def _reencode_tail(audio: np.ndarray, count: int, values: np.ndarray, scale: np.ndarray | None, model: Autoencoder,
+                   config: PreEncodeConfig, device: torch.device) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """Frames near the end of a padded item saw the padding: recompute the last `overlap_frames`
+    from the item's own tail (with `overlap_frames` of context before them)."""
+    context = config.overlap_frames
+    if context == 0:
+        return values, scale
+    first = max(0, count - 2 * context)
+    tail = torch.from_numpy(audio[None, :, first * model.downsampling_ratio :])
+    tail_values, tail_scale = _encode(model, tail, config, device, None)
+    keep = min(count, max(context, 1)) if first > 0 else count
+    values = values.copy()
+    values[count - keep :] = tail_values[0, -keep:]
+    if scale is not None and tail_scale is not None:
+        scale = scale.copy()
+        scale[count - keep :] = tail_scale[0, -keep:]
+    return values, scale
+
+
+def _encode(model: Autoencoder, audio: torch.Tensor, config: PreEncodeConfig, device: torch.device,
+            chunk_frames: int | None) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """-> (batch, frames, width) values (float32 latents or int64 codes) and the optional scale."""
+    want_scale = config.store_scale and model.config.bottleneck.type == "vae"
+    autocast = (
+        torch.autocast("cuda", dtype=AUTOCAST_DTYPES[config.autocast])
+        if device.type == "cuda" and config.autocast != "none"
+        else contextlib.nullcontext()
+    )
+    with torch.inference_mode(), autocast:
+        encoded = model.encode(audio.to(device), return_scale=want_scale, chunk_frames=chunk_frames,
+                               overlap_frames=config.overlap_frames)  # fmt: skip
+    latents, scale = encoded if want_scale else (encoded, None)
+
+    def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+        tensor = tensor.transpose(1, 2)
+        return (tensor if model.is_discrete else tensor.float()).cpu().numpy()
+
+    return to_numpy(latents), (to_numpy(scale) if scale is not None else None)

@@ -1,0 +1,1 @@
+"""HDF5 latent stores: the per-shard format, the combined index, inspect and verify."""

@@ -1,0 +1,128 @@
+"""`pipeline index EXP`: `<work_dir>/latents/index.h5` over every shard store.
+
+`/latents` (and `/latents_scale`, `/codes`) are HDF5 virtual datasets that map onto the shard files
+(by relative name, so the latents folder can move as a whole): plain h5py sees one array.
+`/index/*` is the combined item index with offsets into that array plus `/index/shard`; `/stats`
+holds the global per-channel mean/std, combined exactly from the per-shard statistics."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from pipeline import __version__
+from pipeline.config.experiment import Experiment
+from pipeline.config.hashing import stage_hash
+from pipeline.errors import UserFacingError
+from pipeline.encode.pre_encode import latents_dir, planned_indices, store_path
+from pipeline.latents.store import INDEX_FIELDS, INDEX_FORMAT, STRING, VERSION, read_index
+from pipeline.utils.atomic import atomic_path
+
+DATA_NAMES = ("latents", "latents_scale", "codes")
+# Attributes every shard store of one index must share.
+SHARED_ATTRIBUTES = ("sample_rate", "latent_rate", "downsampling_ratio", "latent_dim", "is_discrete", "n_codebooks",
+                     "codebook_size", "dtype", "autoencoder_config", "autoencoder_weights_sha256", "stage_hash")  # fmt: skip
+
+
+def index_path(experiment: Experiment) -> Path:
+    return latents_dir(experiment) / "index.h5"
+
+
+def build_index(experiment: Experiment) -> Path:
+    stores = [store_path(experiment, index) for index in planned_indices(experiment)]
+    missing = [str(store) for store in stores if not store.is_file()]
+    if missing:
+        raise UserFacingError(f"{len(missing)} shard store(s) missing, run pre-encode first: {', '.join(missing[:5])}")
+    if not stores:
+        raise UserFacingError("the plan has no shards: nothing to index")
+    target = index_path(experiment)
+    with atomic_path(target) as temporary:
+        write_index_file(temporary, stores, stage_hash(experiment, "pre_encode"))
+    return target
+
+
+def write_index_file(path: Path, stores: list[Path], expected_stage_hash: str) -> None:
+    shards = [_describe(store) for store in stores]
+    reference = shards[0]["attributes"]
+    for shard in shards:
+        different = [name for name in SHARED_ATTRIBUTES if shard["attributes"].get(name) != reference.get(name)]
+        if different:
+            raise UserFacingError(f"{shard['path']} differs from {shards[0]['path']} in {different}: re-run pre-encode")
+        if shard["attributes"].get("stage_hash") != expected_stage_hash:
+            raise UserFacingError(f"{shard['path']} was built for another configuration (stage hash): re-run pre-encode")
+    with h5py.File(path, "w") as file:
+        for name in DATA_NAMES:
+            if all(name in shard["shapes"] for shard in shards):
+                _virtual_dataset(file, name, shards, path.parent)
+        _combined_index(file, shards)
+        _combined_stats(file, shards)
+        frames = sum(shard["frames"] for shard in shards)
+        file.attrs.update({
+            **{name: reference[name] for name in SHARED_ATTRIBUTES},
+            "format": INDEX_FORMAT, "format_version": VERSION, "package_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "shards": json.dumps([shard["path"].name for shard in shards]),
+            "items": sum(len(shard["index"]["key"]) for shard in shards),
+            "frames": frames, "seconds": frames / reference["latent_rate"],
+        })  # fmt: skip
+
+
+def _describe(store: Path) -> dict[str, Any]:
+    with h5py.File(store, "r") as file:
+        attributes = {key: (value.decode() if isinstance(value, bytes) else value) for key, value in file.attrs.items()}
+        shapes = {name: (file[name].shape, file[name].dtype) for name in DATA_NAMES if name in file}
+        stats = {name: file["stats"][name][()] for name in ("mean", "std", "frames") if name in file["stats"]}
+        return {"path": store, "attributes": attributes, "shapes": shapes, "index": read_index(file), "stats": stats,
+                "frames": int(file.attrs["frames"])}  # fmt: skip
+
+
+def _virtual_dataset(file: h5py.File, name: str, shards: list[dict[str, Any]], directory: Path) -> None:
+    shape, dtype = shards[0]["shapes"][name]
+    total = sum(shard["shapes"][name][0][0] for shard in shards)
+    layout = h5py.VirtualLayout(shape=(total, shape[1]), dtype=dtype)
+    offset = 0
+    for shard in shards:
+        frames = shard["shapes"][name][0][0]
+        relative = Path(shard["path"]).resolve().relative_to(directory.resolve())
+        layout[offset : offset + frames] = h5py.VirtualSource(f"./{relative}", name, shape=shard["shapes"][name][0])
+        offset += frames
+    file.create_virtual_dataset(name, layout, fillvalue=0)
+
+
+def _combined_index(file: h5py.File, shards: list[dict[str, Any]]) -> None:
+    columns: dict[str, list] = {name: [] for name in INDEX_FIELDS}
+    shard_column: list[int] = []
+    base = 0
+    for number, shard in enumerate(shards):
+        for name in INDEX_FIELDS:
+            values = shard["index"][name]
+            columns[name].extend(np.asarray(values) + base if name == "offset" else values)
+        shard_column.extend([number] * len(shard["index"]["key"]))
+        base += shard["frames"]
+    group = file.create_group("index")
+    for name in INDEX_FIELDS:
+        if name in ("key", "metadata_json"):
+            group.create_dataset(name, data=columns[name], dtype=STRING)
+        else:
+            dtype = np.int64 if name in ("offset", "length") else np.float64
+            group.create_dataset(name, data=np.asarray(columns[name], dtype=dtype))
+    group.create_dataset("shard", data=np.asarray(shard_column, dtype=np.int32))
+
+
+def _combined_stats(file: h5py.File, shards: list[dict[str, Any]]) -> None:
+    group = file.create_group("stats")
+    frames = sum(int(shard["stats"].get("frames", 0)) for shard in shards)
+    group.create_dataset("frames", data=np.int64(frames))
+    with_stats = [shard["stats"] for shard in shards if "mean" in shard["stats"] and shard["stats"]["frames"] > 0]
+    if not with_stats or frames == 0:
+        return
+    total = sum(stats["mean"] * stats["frames"] for stats in with_stats)
+    squares = sum((stats["std"] ** 2 + stats["mean"] ** 2) * stats["frames"] for stats in with_stats)
+    mean = total / frames
+    group.create_dataset("mean", data=mean)
+    group.create_dataset("std", data=np.sqrt(np.maximum(squares / frames - mean * mean, 0.0)))
