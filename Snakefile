@@ -1,12 +1,16 @@
 # Audio -> shards -> latents -> models. Run from the repository root:
 #   snakemake --profile profiles/local [--config experiment=configs/experiments/my_run.yaml] [TARGET]
 # Targets without wildcards, one per stage: shard, train_autoencoder (when no pretrained checkpoint is
-# configured; more arrive with their stages); `all` is the default.
+# configured), pre_encode (stores + index, when the experiment has an autoencoder); `all` is the default.
 # The experiment is loaded and validated once in workflow/rules/common.smk; stages live in their own files.
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/shard.smk"
 include: "workflow/rules/autoencoder.smk"
+
+if AUTOENCODER_WEIGHTS is not None:  # experiments without an autoencoder stop after sharding
+
+    include: "workflow/rules/pre_encode.smk"
 
 
 # The default target stays here: Snakemake ignores both `default_target` and rule order in included
@@ -15,4 +19,4 @@ rule all:
     default_target: True
     input:
         rules.shard.input,
-        [AUTOENCODER_WEIGHTS] if AUTOENCODER_WEIGHTS is not None else [],
+        rules.pre_encode.input if AUTOENCODER_WEIGHTS is not None else [],

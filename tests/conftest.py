@@ -31,3 +31,45 @@ def write_yaml(tmp_path: Path) -> Callable[..., Path]:
 def minimal() -> dict:
     """The smallest valid experiment."""
     return {"name": "tiny", "paths": {"audio_dir": "audio"}}
+
+
+@pytest.fixture(scope="session")
+def training_audio(tmp_path_factory) -> Path:
+    """~90 s of demo music (seed 21), written once per session."""
+    from pipeline.audio.demo import write_demo_data
+
+    audio = tmp_path_factory.mktemp("training_audio")
+    write_demo_data(audio, seed=21, total_seconds=90)
+    return audio
+
+
+def deep_merge(base: dict, changes: dict) -> dict:
+    merged = dict(base)
+    for key, value in changes.items():
+        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+@pytest.fixture
+def sharded_experiment(tmp_path, training_audio) -> Callable[..., Path]:
+    """sharded_experiment(name, training={...}, **sections) -> an experiment file extending the demo,
+    on `training_audio`, whose plan and shards are written."""
+    from pipeline.config import load_experiment
+    from pipeline.shards.plan import write_plan
+    from pipeline.shards.run import write_all_shards
+
+    def make(name: str = "exp", training: dict | None = None, **sections) -> Path:
+        document = {
+            "extends": str(DEMO_EXPERIMENT),
+            "name": "aetest",
+            "paths": {"audio_dir": str(training_audio), "work_dir": str(tmp_path / "work")},
+            "autoencoder": {"training": training or {}},
+        }
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(deep_merge(document, sections)), encoding="utf-8")
+        experiment = load_experiment(path)
+        write_plan(experiment)
+        write_all_shards(experiment, progress=False)
+        return path
+
+    return make

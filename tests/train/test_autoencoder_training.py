@@ -43,7 +43,7 @@ def reconstruction_loss(model: Autoencoder, audio: torch.Tensor) -> float:
 
 
 def test_training_clearly_lowers_the_loss_on_unseen_audio(sharded_experiment):
-    experiment = load_experiment(sharded_experiment(**FAST))
+    experiment = load_experiment(sharded_experiment(training=FAST))
     result = train_autoencoder(experiment, progress=False)
     assert result.step == 150 and result.weights is not None and result.weights.is_file()
 
@@ -68,7 +68,7 @@ def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 def test_sigkill_then_rerun_resumes_from_the_last_checkpoint(sharded_experiment):
-    path = sharded_experiment(steps=40, checkpoint_every=10, eval_every=20, log_every=5)
+    path = sharded_experiment(training=dict(steps=40, checkpoint_every=10, eval_every=20, log_every=5))
     experiment = load_experiment(path)
     process = subprocess.Popen([sys.executable, "-m", "pipeline", "train-autoencoder", str(path), "--quiet"],
                                cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -97,7 +97,7 @@ def test_sigkill_then_rerun_resumes_from_the_last_checkpoint(sharded_experiment)
 
 
 def test_max_steps_then_config_change_starts_over(sharded_experiment):
-    path = sharded_experiment(steps=30, checkpoint_every=10, eval_every=10, log_every=5)
+    path = sharded_experiment(training=dict(steps=30, checkpoint_every=10, eval_every=10, log_every=5))
     first = _cli("train-autoencoder", str(path), "--quiet", "--max-steps", "10")
     assert first.returncode == 0, first.stderr
     assert "step 10/30" in first.stdout and "rerun to continue" in first.stdout
@@ -107,6 +107,6 @@ def test_max_steps_then_config_change_starts_over(sharded_experiment):
 
 
 def test_a_configured_checkpoint_replaces_the_stage(sharded_experiment, tmp_path):
-    path = sharded_experiment(steps=1)
+    path = sharded_experiment(training=dict(steps=1))
     result = _cli("train-autoencoder", str(path), f"autoencoder.checkpoint={tmp_path / 'pretrained.safetensors'}")
     assert result.returncode == 1 and "uses pretrained weights" in result.stderr and "Traceback" not in result.stderr
