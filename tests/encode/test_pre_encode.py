@@ -128,7 +128,8 @@ def test_store_readable_with_plain_h5py_and_h5ls(encoded_experiment):
 
 def test_index_virtual_datasets_match_the_shards(encoded_experiment, tmp_path):
     _, experiment, _ = encoded_experiment()
-    results = pre_encode_all(experiment, progress=False)
+    results = pre_encode_all(experiment, workers=2, progress=False)  # one process per shard
+    assert len(results) >= 2 and [result.index for result in results] == list(range(len(results)))
     index = build_index(experiment)
     moved = tmp_path / "moved_latents"
     shutil.copytree(index.parent, moved)  # relative sources: the folder can move as a whole
