@@ -158,6 +158,35 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from pipeline.latents.inspect import describe, describe_item, plot, render
+
+    description = describe_item(args.path, args.item) if args.item else describe(args.path)
+    if args.json:
+        print(json.dumps(description, indent=2, default=str))
+    else:
+        sys.stdout.write(render(description))
+    if args.plot:
+        plot(args.path, args.plot, key=args.item)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from pipeline.latents.store import read_attributes
+    from pipeline.latents.verify import verify
+
+    problems = verify(args.path, check_source=not args.no_source)
+    if problems:
+        print(f"{len(problems)} problem(s) in {args.path}:")
+        for problem in problems:
+            print(f"  - {problem}")
+        return 1
+    attributes = read_attributes(args.path)
+    print(f"ok: {args.path} ({attributes['items']} items, {attributes['frames']} frames)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pipeline import __version__
 
@@ -205,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--force", action="store_true", help="rebuild even up-to-date stores")
     pre.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_experiment_arguments(command("index", cmd_index, "gather the shard stores into latents/index.h5"))
+    inspect = command("inspect", cmd_inspect, "describe a latent store or index.h5 (size, provenance, statistics)")
+    inspect.add_argument("path", type=Path, help="shard store (latents/shard-NNNNNN.h5) or latents/index.h5")
+    inspect.add_argument("--item", metavar="KEY", help="describe this item instead of the whole file")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+    inspect.add_argument("--plot", type=Path, metavar="OUT.png", help="also draw an item and the channel statistics")
+    verify = command("verify", cmd_verify, "check a latent store or index.h5; exit 1 listing every problem")
+    verify.add_argument("path", type=Path, help="shard store (latents/shard-NNNNNN.h5) or latents/index.h5")
+    verify.add_argument("--no-source", action="store_true", help="skip the source shard tar sha256 check")
     demo = command("demo-data", cmd_demo_data, "write the deterministic demo audio corpus")
     demo.add_argument("out_dir", type=Path)
     demo.add_argument("--seed", type=int, default=0)

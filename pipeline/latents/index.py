@@ -65,6 +65,7 @@ def write_index_file(path: Path, stores: list[Path], expected_stage_hash: str) -
         file.attrs.update({
             **{name: reference[name] for name in SHARED_ATTRIBUTES},
             "format": INDEX_FORMAT, "format_version": VERSION, "package_version": __version__,
+            "torch_version": reference["torch_version"], "h5py_version": h5py.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "shards": json.dumps([shard["path"].name for shard in shards]),
             "items": sum(len(shard["index"]["key"]) for shard in shards),

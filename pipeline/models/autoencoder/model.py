@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils import parametrize
 
 from pipeline.config.registry import build
 
@@ -120,6 +121,14 @@ class Autoencoder(nn.Module):
         frames = x.shape[-1] // in_per_frame
         if chunk_frames is None or frames <= chunk_frames:
             return function(x)
+        with parametrize.cached():  # weight norm computed once for all windows
+            return Autoencoder._each_window(function, x, frames, chunk_frames, overlap_frames, in_per_frame, out_per_frame)
+
+    @staticmethod
+    def _each_window(
+        function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, frames: int, chunk_frames: int,
+        overlap_frames: int, in_per_frame: int, out_per_frame: int,
+    ) -> torch.Tensor:  # fmt: skip
         if chunk_frames < 1 or overlap_frames < 0:
             raise ValueError(f"chunk_frames must be >= 1 and overlap_frames >= 0, got {chunk_frames}, {overlap_frames}")
         pieces = []

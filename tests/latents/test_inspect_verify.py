@@ -1,0 +1,216 @@
+"""`pipeline inspect` / `pipeline verify` on tiny stores written directly with StoreWriter (no model)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from pipeline import __version__
+from pipeline.errors import UserFacingError
+from pipeline.latents.inspect import describe, describe_item, plot, render
+from pipeline.latents.store import FORMAT, VERSION, ItemRecord, StoreWriter
+from pipeline.latents.verify import verify
+from pipeline.utils.atomic import sha256_file
+from tests.conftest import REPO_ROOT
+
+LATENT_DIM = 4
+LENGTHS = (7, 3, 12, 5, 9, 1, 4)  # frames per item
+STAGE_HASH = "0123456789abcdef"
+
+
+def write_store(work_dir: Path, index: int = 0, discrete: bool = False, lengths=LENGTHS) -> Path:
+    """`<work_dir>/latents/shard-NNNNNN.h5` from random values, with a fake source tar in `<work_dir>/shards/`."""
+    name = f"shard-{index:06d}"
+    tar = work_dir / "shards" / f"{name}.tar"
+    tar.parent.mkdir(parents=True, exist_ok=True)
+    tar.write_bytes(f"fake tar {index}\n".encode() * 64)
+    width = 2 if discrete else LATENT_DIM
+    attributes = {
+        "format": FORMAT, "format_version": VERSION, "sample_rate": 44100, "latent_rate": 44100 / 2048,
+        "downsampling_ratio": 2048, "latent_dim": LATENT_DIM, "is_discrete": discrete,
+        "n_codebooks": width if discrete else 0, "codebook_size": 16 if discrete else 0,
+        "dtype": "int" if discrete else "float16",
+        "autoencoder_config": json.dumps({"bottleneck": {"type": "rvq" if discrete else "vae"}, "latent_dim": 4}),
+        "autoencoder_weights_sha256": "f" * 64, "stage_hash": STAGE_HASH, "package_version": __version__,
+        "torch_version": "test", "h5py_version": h5py.__version__, "created": "2026-01-01T00:00:00Z",
+        "source_shard": tar.name, "source_shard_sha256": sha256_file(tar),
+    }  # fmt: skip
+    rng = np.random.default_rng(index)
+    path = work_dir / "latents" / f"{name}.h5"
+    with StoreWriter(path, attributes, width, discrete, with_scale=not discrete) as writer:
+        for number, frames in enumerate(lengths):
+            record = ItemRecord(f"{name}/track-{number:02d}", frames, 2.0 * number, 60.0,
+                                json.dumps({"title": f"track {number}", "genre": "test"}))  # fmt: skip
+            values = rng.integers(0, 16, (frames, width)) if discrete else rng.normal(size=(frames, width))
+            writer.append(record, values, None if discrete else np.abs(rng.normal(size=(frames, width))))
+    return path
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO_ROOT)  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return write_store(tmp_path)
+
+
+# --- inspect ---------------------------------------------------------------------------------------
+def test_describe_summarises_the_store(store: Path):
+    description = describe(store)
+    assert description["kind"] == "shard store"
+    assert (description["items"], description["frames"]) == (len(LENGTHS), sum(LENGTHS))
+    assert description["hours"] == pytest.approx(sum(LENGTHS) / (44100 / 2048) / 3600)
+    assert description["latents"]["shape"] == [sum(LENGTHS), LATENT_DIM]
+    assert description["latents"]["with_scale"] is True
+    assert description["provenance"]["autoencoder_config"]["bottleneck"]["type"] == "vae"
+    assert len(description["stats"]["mean"]) == LATENT_DIM
+    assert [item["frames"] for item in description["largest"]] == [12, 9, 7, 5, 4]
+    assert [item["frames"] for item in description["smallest"]] == [1, 3, 4, 5, 7]
+    json.dumps(description)  # plain values only
+
+
+def test_describe_item_and_unknown_key(store: Path):
+    item = describe_item(store, "shard-000000/track-02")
+    assert (item["row"], item["offset"], item["frames"]) == (2, 10, 12)
+    assert item["metadata"]["title"] == "track 2"
+    assert len(item["channels"]["max"]) == LATENT_DIM
+    assert "track 2" in render(item)
+    with pytest.raises(UserFacingError, match=r"'shard-000000/track-2'.*did you mean 'shard-000000/track-02'"):
+        describe_item(store, "shard-000000/track-2")
+
+
+def test_discrete_store_item_has_code_summary(tmp_path: Path):
+    path = write_store(tmp_path, discrete=True)
+    item = describe_item(path, "shard-000000/track-00")
+    assert len(item["codes"]["codebooks"]) == 2 and item["codes"]["codebook_size"] == 16
+    assert describe(path)["stats"] == {"frames": sum(LENGTHS)}
+    assert "codebook" in render(item) and "none" in render(describe(path))
+    assert verify(path) == []
+    with h5py.File(path, "r+") as file:
+        file["codes"][3, 1] = 16
+    assert any("outside [0, 16)" in problem for problem in verify(path))
+
+
+def test_not_a_store_is_a_user_facing_error(tmp_path: Path):
+    text = tmp_path / "notes.h5"
+    text.write_text("not hdf5")
+    with pytest.raises(UserFacingError, match="notes.h5"):
+        describe(text)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as file:
+        file.attrs["format"] = "something-else"
+    with pytest.raises(UserFacingError, match="other.h5.*not a latent store"):
+        describe(other)
+    assert verify(other) and "not a latent store" in verify(other)[0]
+
+
+def test_cli_inspect_text_json_item_and_plot(store: Path, tmp_path: Path):
+    png = tmp_path / "plots" / "first.png"
+    text = run_cli("inspect", store, "--plot", png)  # no --item: the first item is drawn
+    assert text.returncode == 0, text.stderr
+    assert "items:" in text.stdout and "largest items:" in text.stdout and "shard-000000/track-02" in text.stdout
+    assert "per-channel statistics" in text.stdout and "bottleneck.type:" in text.stdout
+    assert str(png) in text.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    as_json = run_cli("inspect", store, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["frames"] == sum(LENGTHS)
+
+    item = run_cli("inspect", store, "--item", "shard-000000/track-04")
+    assert item.returncode == 0, item.stderr
+    assert "item:" in item.stdout and "track 4" in item.stdout
+
+    unknown = run_cli("inspect", store, "--item", "track-04", "--json")
+    assert unknown.returncode == 1 and "Traceback" not in unknown.stderr
+    assert "'track-04'" in unknown.stderr and "did you mean 'shard-000000/track-04'" in unknown.stderr
+
+
+def test_plot_named_item_and_unknown_key(store: Path, tmp_path: Path):
+    out = plot(store, tmp_path / "item.png", key="shard-000000/track-05")  # a one-frame item
+    assert out.read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(UserFacingError, match="no item 'nope'"):
+        plot(store, tmp_path / "never.png", key="nope")
+    assert not (tmp_path / "never.png").exists()
+
+
+# --- verify ----------------------------------------------------------------------------------------
+def test_verify_passes_on_a_good_store(store: Path):
+    assert verify(store) == []
+    result = run_cli("verify", store)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == f"ok: {store} ({len(LENGTHS)} items, {sum(LENGTHS)} frames)"
+
+
+def test_verify_truncated_file(store: Path, tmp_path: Path):
+    cut = tmp_path / "cut.h5"
+    data = store.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    problems = verify(cut)
+    assert len(problems) == 1 and "cut.h5" in problems[0] and "cannot be opened" in problems[0]
+    result = run_cli("verify", cut)
+    assert result.returncode == 1 and "cannot be opened" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_verify_altered_offsets(store: Path):
+    with h5py.File(store, "r+") as file:
+        offsets = file["index/offset"][()]
+        offsets[3] += 1
+        file["index/offset"][...] = offsets
+    problems = verify(store)
+    assert len(problems) == 1 and "not contiguous" in problems[0] and "item 3" in problems[0]
+
+
+def test_verify_nan_in_latents(store: Path):
+    with h5py.File(store, "r+") as file:
+        file["latents"][11, 2] = np.nan
+    problems = verify(store)
+    assert problems == ["/latents: 1 NaN/Inf value(s), first at row 11 (item 'shard-000000/track-02')"]
+    result = run_cli("verify", store)
+    assert result.returncode == 1
+    assert "NaN/Inf" in result.stdout and "track-02" in result.stdout
+
+
+def test_verify_missing_attribute(store: Path):
+    with h5py.File(store, "r+") as file:
+        del file.attrs["autoencoder_weights_sha256"]
+    assert verify(store) == ["missing root attribute(s): autoencoder_weights_sha256"]
+
+
+def test_verify_source_tar_changed(store: Path):
+    tar = store.parent.parent / "shards" / "shard-000000.tar"
+    tar.write_bytes(tar.read_bytes() + b"one more item\n")
+    problems = verify(store)
+    assert len(problems) == 1 and "sha256 differs" in problems[0] and str(tar) in problems[0]
+    assert verify(store, check_source=False) == []
+    assert run_cli("verify", store, "--no-source").returncode == 0
+    tar.unlink()
+    assert "not found" in verify(store)[0]
+
+
+def test_verify_and_describe_the_index(tmp_path: Path):
+    from pipeline.latents.index import write_index_file
+
+    stores = [write_store(tmp_path, 0), write_store(tmp_path, 1, lengths=(2, 6))]
+    index = tmp_path / "latents" / "index.h5"
+    write_index_file(index, stores, STAGE_HASH)
+    assert verify(index) == []
+    description = describe(index)
+    assert description["kind"] == "index" and description["frames"] == sum(LENGTHS) + 8
+    assert description["provenance"]["shards"] == ["shard-000000.h5", "shard-000001.h5"]
+    item = describe_item(index, "shard-000001/track-01")
+    assert item["shard"] == "shard-000001.h5" and item["offset"] == sum(LENGTHS) + 2
+    with h5py.File(stores[1], "r") as file:
+        assert item["channels"]["max"] == pytest.approx(file["latents"][2:8].astype(np.float64).max(axis=0).tolist())
+    shutil.move(stores[1], tmp_path / "elsewhere.h5")
+    problems = verify(index)
+    assert any("shard-000001.h5" in problem and "not found" in problem for problem in problems)
