@@ -195,7 +195,7 @@ class StageResources(StrictModel):
     cpus: int = Field(1, ge=1, le=1024)
     mem_mb: int = Field(4000, ge=1, le=100_000_000)
     runtime: int = Field(60, ge=1, le=525_600, description="minutes")
-    gpus: int = Field(0, ge=0, le=64, description="GPUs per node")
+    gpus: int = Field(0, ge=0, le=64, description="GPUs for the job (SLURM --gpus)")
     nodes: int = Field(1, ge=1, le=4096)
 
 
