@@ -186,7 +186,10 @@ class PreEncodeConfig(StrictModel):
     autocast: Literal["bf16", "fp16", "none"] = Field("bf16", description="mixed precision on GPU (CPU runs fp32)")
     store_scale: bool = Field(False, description="also store the VAE posterior scale (/latents_scale)")
     compression: Literal["none", "lzf", "gzip"] = Field("none", description="HDF5 compression of the latents")
-    num_workers: int = Field(1, ge=0, le=64, description="background processes decoding shard audio (0: inline)")
+    num_workers: int | None = Field(
+        None, ge=0, le=1, description="1: decode shard audio in a background DataLoader process, 0: inline; "
+        "null: 1 on GPU, 0 on CPU (where a second process only competes with the encoder)"
+    )
 
 
 class StageResources(StrictModel):

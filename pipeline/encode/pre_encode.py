@@ -112,7 +112,8 @@ def pre_encode_shard(experiment: Experiment, index: int, force: bool = False, pr
     with_scale = config.store_scale and model.config.bottleneck.type == "vae"
     compression = None if config.compression == "none" else config.compression
     with StoreWriter(store, attributes, width, model.is_discrete, with_scale, compression) as writer:
-        items = background_items(tar_path(experiment, index), config.num_workers)
+        workers = config.num_workers if config.num_workers is not None else int(device.type == "cuda")
+        items = background_items(tar_path(experiment, index), workers)
         for encoded in _progress(encode_items(items, model, config, device), len(manifest["items"]), progress, index):
             writer.append(encoded.record, encoded.values, encoded.scale)
     return EncodeResult(index, len(writer.items), writer.frames, writer.frames / model.latent_rate, skipped=False,
@@ -199,7 +200,7 @@ def background_items(tar: Path, num_workers: int) -> Iterator[ShardItem]:
         raise UserFacingError(f"shard tar not found: {tar}")
     workers = min(num_workers, 1)  # one tar is one ordered stream
     loader = torch.utils.data.DataLoader(_TarItems(tar), batch_size=None, num_workers=workers, collate_fn=_unbatched,
-                                         prefetch_factor=32 if workers else None)  # fmt: skip
+                                         prefetch_factor=LOOKAHEAD_BATCHES * 4 if workers else None)  # fmt: skip
     return iter(loader)
 
 
