@@ -110,3 +110,18 @@ def test_a_configured_checkpoint_replaces_the_stage(sharded_experiment, tmp_path
     path = sharded_experiment(training=dict(steps=1))
     result = _cli("train-autoencoder", str(path), f"autoencoder.checkpoint={tmp_path / 'pretrained.safetensors'}")
     assert result.returncode == 1 and "uses pretrained weights" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_rvq_trains_with_its_commitment_loss(sharded_experiment):
+    path = sharded_experiment(
+        training=dict(steps=3, log_every=1, eval_every=3, checkpoint_every=3),
+        autoencoder={"model": {"bottleneck": {"type": "rvq", "num_quantizers": 2, "codebook_size": 32},
+                               "encoder": {"latent_dim": 16}}},
+    )  # fmt: skip
+    experiment = load_experiment(path)
+    result = train_autoencoder(experiment, progress=False)
+    records = [json.loads(line) for line in metrics_path(experiment).read_text().splitlines()]
+    assert [r["step"] for r in records if "commitment_loss" in r] == [1, 2, 3]
+    assert all(r["commitment_loss"] >= 0 for r in records if "commitment_loss" in r)
+    model = load_saved(result.weights)
+    assert model.is_discrete and model.n_codebooks == 2
