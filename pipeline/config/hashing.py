@@ -31,6 +31,27 @@ STAGE_INPUTS: dict[str, StageInputs] = {
 }
 
 
+# Settings that change how a stage runs but not what it produces: never part of a hash, so changing
+# them neither reruns the stage nor stops a training run from resuming.
+RUNTIME_ONLY = (
+    "pre_encode.num_workers",
+    "autoencoder.training.num_workers",
+    "autoencoder.training.log_every",
+    "autoencoder.training.eval_every",
+    "autoencoder.training.checkpoint_every",
+)
+
+
+def _without_runtime_only(plain: dict[str, Any]) -> dict[str, Any]:
+    pruned = json.loads(json.dumps(plain))  # deep copy of plain JSON data
+    for dotted_name in RUNTIME_ONLY:
+        *parents, leaf = dotted_name.split(".")
+        section = _field(pruned, ".".join(parents))
+        if isinstance(section, dict):
+            section.pop(leaf, None)
+    return pruned
+
+
 def _field(plain: dict[str, Any], dotted_name: str) -> Any:
     """A (possibly not yet existing) section of the dumped experiment; absent sections are null."""
     value: Any = plain
@@ -48,7 +69,7 @@ def stage_hash(experiment: Experiment, stage: str) -> str:
     """Hex digest (16 chars) of `stage`'s config subset and its upstream chain."""
     if stage not in STAGE_INPUTS:
         raise KeyError(f"unknown stage {stage!r}; stages with hashes: {sorted(STAGE_INPUTS)}")
-    return _chained_hash(experiment.model_dump(mode="json"), stage)
+    return _chained_hash(_without_runtime_only(experiment.model_dump(mode="json")), stage)
 
 
 def _chained_hash(plain: dict[str, Any], stage: str) -> str:
@@ -63,5 +84,5 @@ def _chained_hash(plain: dict[str, Any], stage: str) -> str:
 
 
 def stage_hashes(experiment: Experiment) -> dict[str, str]:
-    plain = experiment.model_dump(mode="json")
+    plain = _without_runtime_only(experiment.model_dump(mode="json"))
     return {stage: _chained_hash(plain, stage) for stage in STAGE_INPUTS}

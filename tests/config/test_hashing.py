@@ -85,3 +85,36 @@ def test_unknown_stage(write_yaml, tmp_path):
     experiment = load_experiment(write_yaml("e.yaml", EXPERIMENT), base_dir=tmp_path)
     with pytest.raises(KeyError, match="unknown stage"):
         stage_hash(experiment, "bake")
+
+
+WITH_AUTOENCODER = {
+    **EXPERIMENT,
+    "autoencoder": {
+        "model": {
+            "encoder": {"type": "oobleck", "in_channels": 1, "channels": 4, "c_mults": [1], "strides": [2], "latent_dim": 4},
+            "decoder": {"type": "oobleck", "out_channels": 1, "channels": 4, "c_mults": [1], "strides": [2], "latent_dim": 2},
+            "bottleneck": {"type": "vae"},
+        },
+        "training": {"kl_weight": 0.001},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["pre_encode.num_workers=1", "autoencoder.training.num_workers=2", "autoencoder.training.log_every=7",
+     "autoencoder.training.eval_every=9", "autoencoder.training.checkpoint_every=11"],
+)  # fmt: skip
+def test_runtime_only_settings_change_no_hash(base, override):
+    assert base(WITH_AUTOENCODER) == base(WITH_AUTOENCODER, [override])
+
+
+@pytest.mark.parametrize(
+    "override, changed",
+    [("autoencoder.training.kl_weight=0.01", {"train_autoencoder", "pre_encode", "train", "sample"}),
+     ("pre_encode.batch_size=4", {"pre_encode", "train", "sample"}),
+     ("pre_encode.store_scale=true", {"pre_encode", "train", "sample"})],
+)  # fmt: skip
+def test_autoencoder_and_pre_encode_settings_change_their_stages(base, override, changed):
+    before, after = base(WITH_AUTOENCODER), base(WITH_AUTOENCODER, [override])
+    assert {stage for stage in STAGE_INPUTS if before[stage] != after[stage]} == changed
