@@ -9,12 +9,14 @@ skipped when its stage hash, source tar hash and weights hash match; otherwise r
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import h5py
 import numpy as np
 import torch
 
@@ -78,18 +80,35 @@ def expected_provenance(experiment: Experiment, index: int) -> dict[str, str]:
         "stage_hash": stage_hash(experiment, "pre_encode"),
         "source_shard": manifest["tar"],
         "source_shard_sha256": manifest["tar_sha256"],
-        "autoencoder_weights_sha256": sha256_file(weights),
+        "autoencoder_weights_sha256": _weights_sha256(weights, *_file_version(weights)),
     }
 
 
+def _file_version(path: Path) -> tuple[int, int]:
+    status = path.stat()
+    return status.st_size, status.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=4)
+def _weights_sha256(path: Path, size: int, mtime_ns: int) -> str:
+    """sha256 of a weights file, hashed once per (path, size, mtime) rather than once per shard."""
+    return sha256_file(path)
+
+
 def is_up_to_date(store: Path, expected: dict[str, str]) -> bool:
+    return _current_attributes(store, expected) is not None
+
+
+def _current_attributes(store: Path, expected: dict[str, str]) -> dict[str, Any] | None:
+    """The store's attributes when it is complete and matches `expected`, else None."""
     if not store.is_file():
-        return False
+        return None
     try:
         attributes = read_attributes(store)
     except OSError:
-        return False
-    return attributes.get("format") == FORMAT and all(attributes.get(key) == value for key, value in expected.items())
+        return None
+    matches = attributes.get("format") == FORMAT and all(attributes.get(key) == value for key, value in expected.items())
+    return attributes if matches else None
 
 
 def pre_encode_shard(experiment: Experiment, index: int, force: bool = False, progress: bool = False,
@@ -97,8 +116,8 @@ def pre_encode_shard(experiment: Experiment, index: int, force: bool = False, pr
     """Encode shard `index` into its store unless an up-to-date store exists."""
     expected = expected_provenance(experiment, index)
     store = store_path(experiment, index)
-    if not force and is_up_to_date(store, expected):
-        attributes = read_attributes(store)
+    attributes = None if force else _current_attributes(store, expected)
+    if attributes is not None:
         return EncodeResult(index, attributes["items"], attributes["frames"], attributes["seconds"], skipped=True)
     store.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(store.parent, store.name)
@@ -163,7 +182,7 @@ def _store_attributes(model: Autoencoder, provenance: dict[str, str], config: Pr
         "encode_autocast": config.autocast if device.type == "cuda" else "none",
         "package_version": __version__,
         "torch_version": torch.__version__,
-        "h5py_version": __import__("h5py").__version__,
+        "h5py_version": h5py.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

@@ -20,7 +20,9 @@ from pipeline.config.experiment import Experiment
 from pipeline.config.hashing import stage_hash
 from pipeline.errors import UserFacingError
 from pipeline.encode.pre_encode import latents_dir, planned_indices, store_path
-from pipeline.latents.store import INDEX_FIELDS, INDEX_FORMAT, STRING, VERSION, read_index
+from pipeline.latents.store import (
+    INDEX_FIELDS, INDEX_FORMAT, STRING, VERSION, RunningStats, file_attributes, read_index, write_stats,
+)  # fmt: skip
 from pipeline.utils.atomic import atomic_path
 
 DATA_NAMES = ("latents", "latents_scale", "codes")
@@ -75,7 +77,7 @@ def write_index_file(path: Path, stores: list[Path], expected_stage_hash: str) -
 
 def _describe(store: Path) -> dict[str, Any]:
     with h5py.File(store, "r") as file:
-        attributes = {key: (value.decode() if isinstance(value, bytes) else value) for key, value in file.attrs.items()}
+        attributes = file_attributes(file)
         shapes = {name: (file[name].shape, file[name].dtype) for name in DATA_NAMES if name in file}
         stats = {name: file["stats"][name][()] for name in ("mean", "std", "frames") if name in file["stats"]}
         return {"path": store, "attributes": attributes, "shapes": shapes, "index": read_index(file), "stats": stats,
@@ -116,14 +118,11 @@ def _combined_index(file: h5py.File, shards: list[dict[str, Any]]) -> None:
 
 
 def _combined_stats(file: h5py.File, shards: list[dict[str, Any]]) -> None:
-    group = file.create_group("stats")
-    frames = sum(int(shard["stats"].get("frames", 0)) for shard in shards)
-    group.create_dataset("frames", data=np.int64(frames))
-    with_stats = [shard["stats"] for shard in shards if "mean" in shard["stats"] and shard["stats"]["frames"] > 0]
-    if not with_stats or frames == 0:
-        return
-    total = sum(stats["mean"] * stats["frames"] for stats in with_stats)
-    squares = sum((stats["std"] ** 2 + stats["mean"] ** 2) * stats["frames"] for stats in with_stats)
-    mean = total / frames
-    group.create_dataset("mean", data=mean)
-    group.create_dataset("std", data=np.sqrt(np.maximum(squares / frames - mean * mean, 0.0)))
+    combined = RunningStats()
+    for shard in shards:
+        stats = shard["stats"]
+        if "mean" in stats:
+            combined.add_summary(stats["mean"], stats["std"], int(stats["frames"]))
+        else:  # discrete stores count frames only
+            combined.frames += int(stats.get("frames", 0))
+    write_stats(file, combined)

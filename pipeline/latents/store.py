@@ -65,6 +65,16 @@ class RunningStats:
         self.squares += (values * values).sum(axis=0)
         self.frames += len(values)
 
+    def add_summary(self, mean: np.ndarray, std: np.ndarray, frames: int) -> None:
+        """Fold in another set's mean/std over `frames` frames (exact: the sums are recovered)."""
+        if frames == 0:
+            return
+        if self.total is None:
+            self.total, self.squares = np.zeros(len(mean)), np.zeros(len(mean))
+        self.total += mean * frames
+        self.squares += (std * std + mean * mean) * frames
+        self.frames += frames
+
     def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
         if self.total is None or self.frames == 0:
             return np.zeros(0), np.zeros(0)
@@ -173,7 +183,11 @@ def write_stats(file: h5py.File, stats: RunningStats) -> None:
 def read_attributes(path: str | Path) -> dict[str, Any]:
     """Root attributes as plain Python values."""
     with h5py.File(path, "r") as file:
-        return {key: _plain(value) for key, value in file.attrs.items()}
+        return file_attributes(file)
+
+
+def file_attributes(file: h5py.File) -> dict[str, Any]:
+    return {key: _plain(value) for key, value in file.attrs.items()}
 
 
 def _plain(value: Any) -> Any:
