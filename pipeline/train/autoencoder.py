@@ -28,6 +28,7 @@ from pipeline.errors import UserFacingError
 from pipeline.models.autoencoder.checkpoints import save_autoencoder, trained_weights_path
 from pipeline.models.autoencoder.model import Autoencoder
 from pipeline.shards.reader import RandomCrops, fixed_crop, read_items, shard_tars
+from pipeline.shards.run import load_plan
 from pipeline.shards.writer import manifest_path
 from pipeline.train.losses import ReconstructionLoss
 from pipeline.utils.atomic import atomic_path, remove_stale_temps
@@ -79,7 +80,7 @@ def train_autoencoder(experiment: Experiment, progress: bool = True, max_steps: 
                                    training.mel_weight, training.n_mels).to(device)  # fmt: skip
     step, first_eval = _resume(experiment, model, optimizer)
     tars = shard_tars(experiment)
-    holdout_keys = held_out_keys(experiment, tars, training.holdout_items)
+    holdout_keys = held_out_keys(experiment, training.holdout_items)
     holdout = holdout_batch(tars, holdout_keys, crop_samples)
 
     def evaluate() -> float:
@@ -138,12 +139,11 @@ def _training_config(experiment: Experiment) -> AutoencoderTrainingConfig:
     return configured.training
 
 
-def held_out_keys(experiment: Experiment, tars: list[Path], count: int) -> frozenset[str]:
-    """The first `count` items of the last shards (by the manifests, without decoding audio)."""
+def held_out_keys(experiment: Experiment, count: int) -> frozenset[str]:
+    """The first `count` items of the last planned shards (by the manifests, without decoding audio)."""
     keys: list[str] = []
-    for tar in reversed(tars):
-        index = int(tar.stem.rsplit("-", 1)[-1])
-        manifest = json.loads(manifest_path(experiment, index).read_text(encoding="utf-8"))
+    for shard in reversed(load_plan(experiment)["shards"]):
+        manifest = json.loads(manifest_path(experiment, shard["index"]).read_text(encoding="utf-8"))
         keys.extend(item["key"] for item in manifest["items"][: count - len(keys)])
         if len(keys) >= count:
             break
