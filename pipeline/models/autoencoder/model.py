@@ -121,23 +121,16 @@ class Autoencoder(nn.Module):
         frames = x.shape[-1] // in_per_frame
         if chunk_frames is None or frames <= chunk_frames:
             return function(x)
-        with parametrize.cached():  # weight norm computed once for all windows
-            return Autoencoder._each_window(function, x, frames, chunk_frames, overlap_frames, in_per_frame, out_per_frame)
-
-    @staticmethod
-    def _each_window(
-        function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, frames: int, chunk_frames: int,
-        overlap_frames: int, in_per_frame: int, out_per_frame: int,
-    ) -> torch.Tensor:  # fmt: skip
         if chunk_frames < 1 or overlap_frames < 0:
             raise ValueError(f"chunk_frames must be >= 1 and overlap_frames >= 0, got {chunk_frames}, {overlap_frames}")
         pieces = []
-        for start in range(0, frames, chunk_frames):
-            stop = min(start + chunk_frames, frames)
-            low, high = max(0, start - overlap_frames), min(frames, stop + overlap_frames)
-            window = function(x[..., low * in_per_frame : high * in_per_frame])
-            keep_from = (start - low) * out_per_frame
-            pieces.append(window[..., keep_from : keep_from + (stop - start) * out_per_frame])
+        with parametrize.cached():  # weight norm computed once for all windows
+            for start in range(0, frames, chunk_frames):
+                stop = min(start + chunk_frames, frames)
+                low, high = max(0, start - overlap_frames), min(frames, stop + overlap_frames)
+                window = function(x[..., low * in_per_frame : high * in_per_frame])
+                keep_from = (start - low) * out_per_frame
+                pieces.append(window[..., keep_from : keep_from + (stop - start) * out_per_frame])
         return torch.cat(pieces, dim=-1)
 
 
