@@ -42,9 +42,9 @@ RUNTIME_ONLY = (
 )
 
 
-def _without_runtime_only(plain: dict[str, Any]) -> dict[str, Any]:
+def _without_runtime_only(plain: dict[str, Any], also: tuple[str, ...] = ()) -> dict[str, Any]:
     pruned = json.loads(json.dumps(plain))  # deep copy of plain JSON data
-    for dotted_name in RUNTIME_ONLY:
+    for dotted_name in RUNTIME_ONLY + also:
         *parents, leaf = dotted_name.split(".")
         section = _field(pruned, ".".join(parents))
         if isinstance(section, dict):
@@ -65,11 +65,12 @@ def canonical_digest(data: Any) -> str:
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
 
 
-def stage_hash(experiment: Experiment, stage: str) -> str:
-    """Hex digest (16 chars) of `stage`'s config subset and its upstream chain."""
+def stage_hash(experiment: Experiment, stage: str, ignoring: tuple[str, ...] = ()) -> str:
+    """Hex digest (16 chars) of `stage`'s config subset and its upstream chain; the dotted fields in
+    `ignoring` are left out (a training run's identity ignores its step count: raising it continues)."""
     if stage not in STAGE_INPUTS:
         raise KeyError(f"unknown stage {stage!r}; stages with hashes: {sorted(STAGE_INPUTS)}")
-    return _chained_hash(_without_runtime_only(experiment.model_dump(mode="json")), stage)
+    return _chained_hash(_without_runtime_only(experiment.model_dump(mode="json"), ignoring), stage)
 
 
 def _chained_hash(plain: dict[str, Any], stage: str) -> str:
