@@ -39,6 +39,7 @@ from pipeline.config import load_experiment
 from pipeline.config.experiment import Experiment
 from pipeline.encode.pre_encode import encode_items, planned_indices, pre_encode_shard, store_path
 from pipeline.latents.index import build_index
+from pipeline.config.hashing import stage_hash
 from pipeline.models.autoencoder.checkpoints import experiment_autoencoder, save_autoencoder, trained_weights_path
 from pipeline.models.autoencoder.model import Autoencoder
 from pipeline.shards.plan import write_plan
@@ -62,7 +63,7 @@ def setup(work: Path, seconds: float, overrides: list[str]) -> Experiment:
     write_all_shards(experiment, progress=False)
     torch.manual_seed(0)
     save_autoencoder(Autoencoder(experiment.autoencoder.model, experiment.data.sample_rate).eval(),
-                     trained_weights_path(experiment))  # fmt: skip
+                     trained_weights_path(experiment), stage_hash(experiment, "train_autoencoder"))  # fmt: skip
     return experiment
 
 

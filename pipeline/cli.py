@@ -176,7 +176,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from pipeline.latents.store import read_attributes
     from pipeline.latents.verify import verify
 
-    problems = verify(args.path, check_source=not args.no_source)
+    problems = verify(args.path, check_source=not args.no_source, expected=_expected_identity(args.experiment))
     if problems:
         print(f"{len(problems)} problem(s) in {args.path}:")
         for problem in problems:
@@ -185,6 +185,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     attributes = read_attributes(args.path)
     print(f"ok: {args.path} ({attributes['items']} items, {attributes['frames']} frames)")
     return 0
+
+
+def _expected_identity(experiment_file: Path | None) -> dict[str, str] | None:
+    """What `verify --experiment` demands of a store or index: the experiment's weights and stage hash."""
+    if experiment_file is None:
+        return None
+    from pipeline.config import load_experiment, stage_hash
+    from pipeline.encode.pre_encode import current_weights_sha256
+
+    experiment = load_experiment(experiment_file)
+    return {"autoencoder_weights_sha256": current_weights_sha256(experiment), "stage_hash": stage_hash(experiment, "pre_encode")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify = command("verify", cmd_verify, "check a latent store or index.h5; exit 1 listing every problem")
     verify.add_argument("path", type=Path, help="shard store (latents/shard-NNNNNN.h5) or latents/index.h5")
     verify.add_argument("--no-source", action="store_true", help="skip the source shard tar sha256 check")
+    verify.add_argument("--experiment", type=Path, metavar="EXP",
+                        help="also require the experiment's current autoencoder weights and pre-encode stage hash")  # fmt: skip
     demo = command("demo-data", cmd_demo_data, "write the deterministic demo audio corpus")
     demo.add_argument("out_dir", type=Path)
     demo.add_argument("--seed", type=int, default=0)

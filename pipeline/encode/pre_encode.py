@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,8 @@ from pipeline.config.hashing import stage_hash
 from pipeline.config.sections import PreEncodeConfig
 from pipeline.errors import UserFacingError
 from pipeline.latents.store import FORMAT, VERSION, ItemRecord, StoreWriter, autoencoder_attributes, read_attributes
-from pipeline.models.autoencoder.checkpoints import experiment_autoencoder, weights_path
+from pipeline.latents.verify import verify
+from pipeline.models.autoencoder.checkpoints import check_weights_belong, experiment_autoencoder
 from pipeline.models.autoencoder.model import Autoencoder, frames_for
 from pipeline.shards.plan import shard_name
 from pipeline.shards.reader import ShardItem, read_items
@@ -73,15 +75,18 @@ def expected_provenance(experiment: Experiment, index: int) -> dict[str, str]:
     if not manifest_file.is_file():
         raise UserFacingError(f"shard {index} is not written ({manifest_file} missing): run the shard stage first")
     manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-    weights = weights_path(experiment)
-    if not weights.is_file():
-        raise FileNotFoundError(f"autoencoder weights not found: {weights}")
     return {
         "stage_hash": stage_hash(experiment, "pre_encode"),
         "source_shard": manifest["tar"],
         "source_shard_sha256": manifest["tar_sha256"],
-        "autoencoder_weights_sha256": _weights_sha256(weights, *_file_version(weights)),
+        "autoencoder_weights_sha256": current_weights_sha256(experiment),
     }
+
+
+def current_weights_sha256(experiment: Experiment) -> str:
+    """sha256 of the experiment's autoencoder weights, after checking they belong to it (not stale)."""
+    weights = check_weights_belong(experiment)
+    return _weights_sha256(weights, *_file_version(weights))
 
 
 def _file_version(path: Path) -> tuple[int, int]:
@@ -100,15 +105,21 @@ def is_up_to_date(store: Path, expected: dict[str, str]) -> bool:
 
 
 def _current_attributes(store: Path, expected: dict[str, str]) -> dict[str, Any] | None:
-    """The store's attributes when it is complete and matches `expected`, else None."""
+    """The store's attributes when it is complete, matches `expected` and passes `verify`, else None."""
     if not store.is_file():
         return None
     try:
         attributes = read_attributes(store)
     except OSError:
         return None
-    matches = attributes.get("format") == FORMAT and all(attributes.get(key) == value for key, value in expected.items())
-    return attributes if matches else None
+    matches = attributes.get("format") == FORMAT and attributes.get("format_version") == VERSION
+    if not (matches and all(attributes.get(key) == value for key, value in expected.items())):
+        return None
+    problems = verify(store, check_source=False)  # the source tar's hash is compared above, via the manifest
+    if problems:
+        print(f"pre-encode: {store} fails verification ({problems[0]}); rebuilding it", file=sys.stderr)
+        return None
+    return attributes
 
 
 def pre_encode_shard(experiment: Experiment, index: int, force: bool = False, progress: bool = False,

@@ -3,7 +3,9 @@
 `/latents` (and `/latents_scale`, `/codes`) are HDF5 virtual datasets that map onto the shard files
 (by relative name, so the latents folder can move as a whole): plain h5py sees one array.
 `/index/*` is the combined item index with offsets into that array plus `/index/shard`; `/stats`
-holds the global per-channel mean/std, combined exactly from the per-shard statistics."""
+holds the global per-channel mean/std, combined exactly from the per-shard statistics. `/shards/*`
+records each store's identity (name, content_sha256, autoencoder weights sha256, stage hash, items,
+frames) when the index was built, so `verify` notices a store replaced under the index."""
 
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ from pipeline import __version__
 from pipeline.config.experiment import Experiment
 from pipeline.config.hashing import stage_hash
 from pipeline.errors import UserFacingError
-from pipeline.encode.pre_encode import latents_dir, planned_indices, store_path
+from pipeline.encode.pre_encode import current_weights_sha256, latents_dir, planned_indices, store_path
 from pipeline.latents.store import (
-    INDEX_FIELDS, INDEX_FORMAT, STRING, VERSION, RunningStats, file_attributes, read_index, write_stats,
+    INDEX_FIELDS, INDEX_FORMAT, STRING, VERSION, RunningStats, combined_digest, create_hashed, dataset_digests,
+    file_attributes, read_index, write_stats,
 )  # fmt: skip
 from pipeline.utils.atomic import atomic_path
 
@@ -29,6 +32,9 @@ DATA_NAMES = ("latents", "latents_scale", "codes")
 # Attributes every shard store of one index must share.
 SHARED_ATTRIBUTES = ("sample_rate", "latent_rate", "downsampling_ratio", "latent_dim", "is_discrete", "n_codebooks",
                      "codebook_size", "dtype", "autoencoder_config", "autoencoder_weights_sha256", "stage_hash")  # fmt: skip
+# What the index records of each store (/shards/<column>), compared by `verify`.
+IDENTITY_STRINGS = ("content_sha256", "autoencoder_weights_sha256", "stage_hash")
+IDENTITY_COUNTS = ("items", "frames")
 
 
 def index_path(experiment: Experiment) -> Path:
@@ -44,25 +50,23 @@ def build_index(experiment: Experiment) -> Path:
         raise UserFacingError("the plan has no shards: nothing to index")
     target = index_path(experiment)
     with atomic_path(target) as temporary:
-        write_index_file(temporary, stores, stage_hash(experiment, "pre_encode"))
+        write_index_file(temporary, stores, stage_hash(experiment, "pre_encode"), current_weights_sha256(experiment))
     return target
 
 
-def write_index_file(path: Path, stores: list[Path], expected_stage_hash: str) -> None:
+def write_index_file(path: Path, stores: list[Path], expected_stage_hash: str,
+                     expected_weights_sha256: str | None = None) -> None:  # fmt: skip
     shards = [_describe(store) for store in stores]
     reference = shards[0]["attributes"]
     for shard in shards:
-        different = [name for name in SHARED_ATTRIBUTES if shard["attributes"].get(name) != reference.get(name)]
-        if different:
-            raise UserFacingError(f"{shard['path']} differs from {shards[0]['path']} in {different}: re-run pre-encode")
-        if shard["attributes"].get("stage_hash") != expected_stage_hash:
-            raise UserFacingError(f"{shard['path']} was built for another configuration (stage hash): re-run pre-encode")
+        _check_belongs(shard, shards[0], expected_stage_hash, expected_weights_sha256)
     with h5py.File(path, "w") as file:
         for name in DATA_NAMES:
             if all(name in shard["shapes"] for shard in shards):
                 _virtual_dataset(file, name, shards, path.parent)
         _combined_index(file, shards)
         _combined_stats(file, shards)
+        _identities(file, shards)
         frames = sum(shard["frames"] for shard in shards)
         file.attrs.update({
             **{name: reference[name] for name in SHARED_ATTRIBUTES},
@@ -73,6 +77,35 @@ def write_index_file(path: Path, stores: list[Path], expected_stage_hash: str) -
             "items": sum(len(shard["index"]["key"]) for shard in shards),
             "frames": frames, "seconds": frames / reference["latent_rate"],
         })  # fmt: skip
+        file.attrs["content_sha256"] = combined_digest(dataset_digests(file))
+
+
+def _check_belongs(shard: dict[str, Any], first: dict[str, Any], stage: str, weights_sha256: str | None) -> None:
+    """UserFacingError unless the store has this format version, matches the first store and the experiment."""
+    attributes, where = shard["attributes"], shard["path"]
+    if attributes.get("format_version") != VERSION or "content_sha256" not in attributes:
+        raise UserFacingError(f"{where} has store format version {attributes.get('format_version')!r}, "
+                              f"this version writes {VERSION}: re-run pre-encode")  # fmt: skip
+    different = [name for name in SHARED_ATTRIBUTES if attributes.get(name) != first["attributes"].get(name)]
+    if different:
+        raise UserFacingError(f"{where} differs from {first['path']} in {different}: re-run pre-encode")
+    if attributes.get("stage_hash") != stage:
+        raise UserFacingError(f"{where} was built for another configuration (stage hash {attributes.get('stage_hash')}, "
+                              f"experiment {stage}): re-run pre-encode")  # fmt: skip
+    if weights_sha256 is not None and attributes.get("autoencoder_weights_sha256") != weights_sha256:
+        raise UserFacingError(
+            f"{where} was encoded with other autoencoder weights (sha256 {attributes.get('autoencoder_weights_sha256')}, "
+            f"the experiment's weights are {weights_sha256}): re-run pre-encode"
+        )
+
+
+def _identities(file: h5py.File, shards: list[dict[str, Any]]) -> None:
+    group = file.create_group("shards")
+    create_hashed(group, "name", [shard["path"].name for shard in shards], STRING)
+    for name in IDENTITY_STRINGS:
+        create_hashed(group, name, [str(shard["attributes"][name]) for shard in shards], STRING)
+    for name in IDENTITY_COUNTS:
+        create_hashed(group, name, np.asarray([shard["attributes"][name] for shard in shards], dtype=np.int64))
 
 
 def _describe(store: Path) -> dict[str, Any]:
@@ -110,11 +143,11 @@ def _combined_index(file: h5py.File, shards: list[dict[str, Any]]) -> None:
     group = file.create_group("index")
     for name in INDEX_FIELDS:
         if name in ("key", "metadata_json"):
-            group.create_dataset(name, data=columns[name], dtype=STRING)
+            create_hashed(group, name, columns[name], STRING)
         else:
             dtype = np.int64 if name in ("offset", "length") else np.float64
-            group.create_dataset(name, data=np.asarray(columns[name], dtype=dtype))
-    group.create_dataset("shard", data=np.asarray(shard_column, dtype=np.int32))
+            create_hashed(group, name, np.asarray(columns[name], dtype=dtype))
+    create_hashed(group, "shard", np.asarray(shard_column, dtype=np.int32))
 
 
 def _combined_stats(file: h5py.File, shards: list[dict[str, Any]]) -> None:

@@ -12,32 +12,118 @@
     /stats/frames       int64 scalar: frames counted
     root attributes     provenance (see ROOT_ATTRIBUTES)
 
+Integrity: the frame datasets carry HDF5 fletcher32 chunk checksums (a flipped byte fails the read);
+every dataset carries a `sha256` attribute of its stored values (see `content_digest`), and the root
+attribute `content_sha256` combines them, so a consistent rewrite through h5py (a zeroed chunk) is
+caught too. Values must be finite (and fit float16) or the writer refuses the item.
+
 A store is written to a temporary name and renamed when complete (`StoreWriter`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import h5py
 import numpy as np
 
+from pipeline.errors import UserFacingError
 from pipeline.utils.atomic import atomic_path
 
 FORMAT = "pipeline-latent-store"
 INDEX_FORMAT = "pipeline-latent-index"
-VERSION = 1
+VERSION = 2  # 2: fletcher32 chunk checksums, per-dataset sha256, content_sha256
 INDEX_FIELDS = ("key", "offset", "length", "seconds_start", "seconds_total", "metadata_json")
 ROOT_ATTRIBUTES = (
     "format", "format_version", "sample_rate", "latent_rate", "downsampling_ratio", "latent_dim", "is_discrete",
     "n_codebooks", "codebook_size", "dtype", "autoencoder_config", "autoencoder_weights_sha256", "stage_hash",
-    "package_version", "torch_version", "h5py_version", "created", "items", "frames", "seconds",
+    "package_version", "torch_version", "h5py_version", "created", "items", "frames", "seconds", "content_sha256",
 )  # fmt: skip
 SHARD_ATTRIBUTES = ("source_shard", "source_shard_sha256")
 STRING = h5py.string_dtype("utf-8")
 CHUNK_FRAMES = 4096
+DIGEST_ATTRIBUTE = "sha256"  # on every dataset: sha256 of its values (content_digest)
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+class StoreContentError(UserFacingError):
+    """Values that must never reach a store: NaN/Inf, float16 overflow, codes out of range."""
+
+
+class ContentDigest:
+    """sha256 of a dataset's values in row order: numbers as their stored little-endian bytes,
+    strings as UTF-8 with an 8-byte length prefix each (so updating block by block equals hashing once)."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+
+    def update(self, values: np.ndarray | Iterable[str]) -> None:
+        if isinstance(values, np.ndarray) and values.dtype.kind != "O":
+            self._hash.update(np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")).tobytes())
+            return
+        for text in values:
+            encoded = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+            self._hash.update(len(encoded).to_bytes(8, "little") + encoded)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def content_digest(values: np.ndarray | Iterable[str]) -> str:
+    digest = ContentDigest()
+    digest.update(values)
+    return digest.hexdigest()
+
+
+def combined_digest(dataset_digests: dict[str, str]) -> str:
+    """The root `content_sha256`: one line `<dataset name> <sha256>` per dataset, sorted by name."""
+    lines = "".join(f"{name} {digest}\n" for name, digest in sorted(dataset_digests.items()))
+    return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+
+
+def dataset_digests(file: h5py.File) -> dict[str, str]:
+    """The recorded `sha256` attribute of every (non-virtual) dataset, by full name."""
+    found: dict[str, str] = {}
+
+    def visit(name: str, node: Any) -> None:
+        if isinstance(node, h5py.Dataset) and not node.is_virtual and DIGEST_ATTRIBUTE in node.attrs:
+            found["/" + name] = _plain(node.attrs[DIGEST_ATTRIBUTE])
+
+    file.visititems(visit)
+    return found
+
+
+def create_hashed(group: h5py.Group, name: str, data: Any, dtype: Any = None) -> h5py.Dataset:
+    """A small dataset written at once, with its content digest attribute."""
+    dataset = group.create_dataset(name, data=data, dtype=dtype)
+    dataset.attrs[DIGEST_ATTRIBUTE] = recompute_digest(dataset)
+    return dataset
+
+
+def recompute_digest(dataset: h5py.Dataset, block_rows: int = 65536) -> str:
+    """The content digest of what `dataset` holds now, read `block_rows` rows at a time."""
+    digest = ContentDigest()
+    if dataset.dtype.kind == "O":
+        digest.update(list(np.atleast_1d(dataset.asstr()[()])))
+    elif dataset.ndim == 0:
+        digest.update(np.atleast_1d(dataset[()]))
+    else:
+        for start in range(0, dataset.shape[0], block_rows):
+            digest.update(dataset[start : start + block_rows])
+    return digest.hexdigest()
+
+
+def check_finite(values: np.ndarray, what: str) -> None:
+    """StoreContentError unless every value is finite and within float16's range."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise StoreContentError(f"{what}: {int((~finite).sum())} NaN/Inf value(s) of {values.size}")
+    largest = float(np.abs(values).max()) if values.size else 0.0
+    if largest > FLOAT16_MAX:
+        raise StoreContentError(f"{what}: value {largest:g} overflows float16 (max {FLOAT16_MAX:g})")
 
 
 @dataclass
@@ -105,6 +191,7 @@ class StoreWriter:
         self._datasets = {data_name: self._create(data_name, self._data_dtype())}
         if self.with_scale:
             self._datasets["latents_scale"] = self._create("latents_scale", np.float16)
+        self._digests = {name: ContentDigest() for name in self._datasets}
         return self
 
     def _data_dtype(self) -> Any:
@@ -115,19 +202,20 @@ class StoreWriter:
     def _create(self, name: str, dtype: Any) -> h5py.Dataset:
         return self._file.create_dataset(
             name, shape=(0, self.width), maxshape=(None, self.width), dtype=dtype,
-            chunks=(CHUNK_FRAMES, self.width), compression=self.compression,
+            chunks=(CHUNK_FRAMES, self.width), compression=self.compression, fletcher32=True,
         )  # fmt: skip
 
     def append(self, record: ItemRecord, values: np.ndarray, scale: np.ndarray | None = None) -> None:
-        """`values`: (frames, width) latents (any float dtype, stored as float16) or integer codes."""
+        """`values`: (frames, width) latents (any float dtype, stored as float16) or integer codes.
+        StoreContentError (nothing appended) when they are not finite, overflow float16 or are out of range."""
         if values.shape != (record.length, self.width):
             raise ValueError(f"item {record.key}: values shaped {values.shape}, expected ({record.length}, {self.width})")
         name = "codes" if self.discrete else "latents"
-        stored = values.astype(self._datasets[name].dtype)
+        stored = self._checked(record.key, name, values)
+        stored_scale = self._checked(record.key, "latents_scale", scale) if self.with_scale else None
         self._extend(name, stored)
-        if self.with_scale:
-            assert scale is not None
-            self._extend("latents_scale", scale.astype(np.float16))
+        if stored_scale is not None:
+            self._extend("latents_scale", stored_scale)
         if not self.discrete:
             self.stats.add(stored)  # the statistics of what readers get back
         else:
@@ -135,11 +223,25 @@ class StoreWriter:
         self.items.append(record)
         self.frames += record.length
 
+    def _checked(self, key: str, name: str, values: np.ndarray | None) -> np.ndarray:
+        """`values` as stored (cast to the dataset's dtype), after the content checks."""
+        what = f"item {key!r} /{name}"
+        if values is None:
+            raise ValueError(f"{what}: missing (the store has /{name})")
+        if name != "codes":
+            check_finite(np.asarray(values, dtype=np.float64), what)
+        elif values.size and (values.min() < 0 or values.max() >= self.attributes["codebook_size"]):
+            raise StoreContentError(
+                f"{what}: codes in [{values.min()}, {values.max()}], outside [0, {self.attributes['codebook_size']})"
+            )
+        return values.astype(self._datasets[name].dtype)
+
     def _extend(self, name: str, values: np.ndarray) -> None:
         dataset = self._datasets[name]
         start = dataset.shape[0]
         dataset.resize(start + len(values), axis=0)
         dataset[start:] = values
+        self._digests[name].update(values)
 
     def __exit__(self, kind, error, traceback) -> None:
         if kind is None:
@@ -153,31 +255,36 @@ class StoreWriter:
             raise error
 
     def _finish(self) -> None:
+        for name, digest in self._digests.items():
+            self._datasets[name].attrs[DIGEST_ATTRIBUTE] = digest.hexdigest()
         write_index(self._file, self.items)
         write_stats(self._file, self.stats)
         seconds = self.frames / self.attributes["latent_rate"]
         attributes = {**self.attributes, "items": len(self.items), "frames": self.frames, "seconds": seconds}
+        attributes["content_sha256"] = combined_digest(dataset_digests(self._file))
         self._file.attrs.update({key: str(value) if isinstance(value, str) else value for key, value in attributes.items()})
 
 
 def write_index(file: h5py.File, items: list[ItemRecord]) -> None:
     offsets = np.cumsum([0] + [item.length for item in items])[:-1]
     group = file.create_group("index")
-    group.create_dataset("key", data=[item.key for item in items], dtype=STRING)
-    group.create_dataset("offset", data=np.asarray(offsets, dtype=np.int64))
-    group.create_dataset("length", data=np.asarray([item.length for item in items], dtype=np.int64))
-    group.create_dataset("seconds_start", data=np.asarray([item.seconds_start for item in items], dtype=np.float64))
-    group.create_dataset("seconds_total", data=np.asarray([item.seconds_total for item in items], dtype=np.float64))
-    group.create_dataset("metadata_json", data=[item.metadata_json for item in items], dtype=STRING)
+    create_hashed(group, "key", [item.key for item in items], STRING)
+    create_hashed(group, "offset", np.asarray(offsets, dtype=np.int64))
+    create_hashed(group, "length", np.asarray([item.length for item in items], dtype=np.int64))
+    create_hashed(group, "seconds_start", np.asarray([item.seconds_start for item in items], dtype=np.float64))
+    create_hashed(group, "seconds_total", np.asarray([item.seconds_total for item in items], dtype=np.float64))
+    create_hashed(group, "metadata_json", [item.metadata_json for item in items], STRING)
 
 
 def write_stats(file: h5py.File, stats: RunningStats) -> None:
     group = file.create_group("stats")
     mean, std = stats.mean_std()
     if mean.size:
-        group.create_dataset("mean", data=mean)
-        group.create_dataset("std", data=std)
-    group.create_dataset("frames", data=np.int64(stats.frames))
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            raise StoreContentError(f"{file.filename}: /stats would hold NaN/Inf values")
+        create_hashed(group, "mean", mean)
+        create_hashed(group, "std", std)
+    create_hashed(group, "frames", np.int64(stats.frames))
 
 
 def read_attributes(path: str | Path) -> dict[str, Any]:

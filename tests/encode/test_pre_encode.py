@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import load_experiment
+from pipeline.config import load_experiment, stage_hash
 from pipeline.encode.pre_encode import pre_encode_all, pre_encode_shard, store_path
 from pipeline.latents.index import build_index
 from pipeline.models.autoencoder.checkpoints import save_autoencoder, trained_weights_path
@@ -51,7 +51,7 @@ def encoded_experiment(sharded_experiment):
         path = sharded_experiment(name, **changes)
         experiment = load_experiment(path)
         model = random_autoencoder(experiment, seed=1)
-        save_autoencoder(model, trained_weights_path(experiment))
+        save_autoencoder(model, trained_weights_path(experiment), stage_hash(experiment, "train_autoencoder"))
         return path, experiment, model
 
     return make
@@ -195,3 +195,84 @@ def test_store_is_rebuilt_when_the_autoencoder_changes(encoded_experiment, tmp_p
     shutil.copy(weights_a, weights_b)  # same path, other weights: the weights hash catches it
     assert not pre_encode_shard(with_b, 0).skipped
     assert np.array_equal(h5py.File(store_path(experiment, 0), "r")["latents"][()], latents_a)
+
+
+# --- nothing wrong passes silently ------------------------------------------------------------------
+def _cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO_ROOT)  # fmt: skip
+
+
+def test_stale_weights_are_refused(encoded_experiment):
+    """Weights trained under another autoencoder.training config never encode this experiment's stores."""
+    path, experiment, _ = encoded_experiment()
+    changed = _cli("pre-encode", path, "--shard", "0", "--quiet", "autoencoder.training.learning_rate=0.01")
+    assert changed.returncode == 1 and "Traceback" not in changed.stderr, changed.stderr
+    new_hash = stage_hash(load_experiment(path, ["autoencoder.training.learning_rate=0.01"]), "train_autoencoder")
+    assert f"hashes to {new_hash}" in changed.stderr and stage_hash(experiment, "train_autoencoder") in changed.stderr
+    assert "pipeline train-autoencoder" in changed.stderr and "stale" in changed.stderr
+    assert not store_path(experiment, 0).exists()
+    save_autoencoder(random_autoencoder(experiment, seed=1), trained_weights_path(experiment))  # no stage hash at all
+    unrecorded = _cli("pre-encode", path, "--all", "--quiet")
+    assert unrecorded.returncode == 1 and "(none recorded)" in unrecorded.stderr
+
+
+def test_non_finite_latents_fail_the_stage(encoded_experiment):
+    path, experiment, model = encoded_experiment()
+    with torch.no_grad():
+        model.encoder.layers[0].bias.fill_(1e30)  # finite weights whose latents overflow
+    save_autoencoder(model, trained_weights_path(experiment), stage_hash(experiment, "train_autoencoder"))
+    result = _cli("pre-encode", path, "--shard", "0", "--quiet")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "/latents" in result.stderr and ("NaN/Inf" in result.stderr or "overflows float16" in result.stderr)
+    assert not store_path(experiment, 0).exists()
+
+
+def test_nan_weights_are_refused_at_load(encoded_experiment):
+    path, experiment, model = encoded_experiment()
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    state["decoder.layers.0.bias"][0] = float("nan")
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    weights = trained_weights_path(experiment)
+    with safe_open(str(weights), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(weights))
+    tensors["decoder.layers.0.bias"][0] = float("nan")
+    save_file(tensors, str(weights), metadata=metadata)  # written by hand: save_autoencoder refuses NaN
+    result = _cli("pre-encode", path, "--shard", "0", "--quiet")
+    assert result.returncode == 1 and "NaN/Inf" in result.stderr and "decoder.layers.0.bias" in result.stderr
+
+
+def test_a_damaged_store_is_not_up_to_date(encoded_experiment):
+    path, experiment, _ = encoded_experiment()
+    assert not pre_encode_shard(experiment, 0).skipped
+    store = store_path(experiment, 0)
+    with h5py.File(store, "r") as file:
+        good = file["latents"][()]
+    with h5py.File(store, "r+") as file:
+        file["latents"][:16] = 0  # consistent for HDF5 (checksums recomputed), wrong for us
+    assert _cli("verify", store).returncode == 1
+    rerun = _cli("pre-encode", path, "--all", "--quiet")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "fails verification" in rerun.stderr and "rebuilding" in rerun.stderr
+    with h5py.File(store, "r") as file:
+        assert np.array_equal(file["latents"][()], good)
+    assert _cli("verify", store).returncode == 0
+
+
+def test_index_and_verify_refuse_stores_from_older_weights(encoded_experiment):
+    path, experiment, _ = encoded_experiment()
+    pre_encode_all(experiment, progress=False)
+    index = build_index(experiment)
+    assert _cli("verify", index, "--experiment", path).returncode == 0
+    # new weights at the same path (as a retrain writes them): the old stores no longer belong
+    save_autoencoder(random_autoencoder(experiment, seed=5), trained_weights_path(experiment),
+                     stage_hash(experiment, "train_autoencoder"))  # fmt: skip
+    stale = _cli("verify", index, "--experiment", path)
+    assert stale.returncode == 1 and "store(s) recorded with another autoencoder_weights_sha256" in stale.stdout
+    assert "autoencoder_weights_sha256 is" in _cli("verify", store_path(experiment, 0), "--experiment", path).stdout
+    refused = _cli("index", path)
+    assert refused.returncode == 1 and "encoded with other autoencoder weights" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -25,7 +25,7 @@ LENGTHS = (7, 3, 12, 5, 9, 1, 4)  # frames per item
 STAGE_HASH = "0123456789abcdef"
 
 
-def write_store(work_dir: Path, index: int = 0, discrete: bool = False, lengths=LENGTHS) -> Path:
+def write_store(work_dir: Path, index: int = 0, discrete: bool = False, lengths=LENGTHS, seed: int | None = None) -> Path:
     """`<work_dir>/latents/shard-NNNNNN.h5` from random values, with a fake source tar in `<work_dir>/shards/`."""
     name = f"shard-{index:06d}"
     tar = work_dir / "shards" / f"{name}.tar"
@@ -42,7 +42,7 @@ def write_store(work_dir: Path, index: int = 0, discrete: bool = False, lengths=
         "torch_version": "test", "h5py_version": h5py.__version__, "created": "2026-01-01T00:00:00Z",
         "source_shard": tar.name, "source_shard_sha256": sha256_file(tar),
     }  # fmt: skip
-    rng = np.random.default_rng(index)
+    rng = np.random.default_rng(index if seed is None else seed)
     path = work_dir / "latents" / f"{name}.h5"
     with StoreWriter(path, attributes, width, discrete, with_scale=not discrete) as writer:
         for number, frames in enumerate(lengths):
@@ -167,14 +167,16 @@ def test_verify_altered_offsets(store: Path):
         offsets[3] += 1
         file["index/offset"][...] = offsets
     problems = verify(store)
-    assert len(problems) == 1 and "not contiguous" in problems[0] and "item 3" in problems[0]
+    assert len(problems) == 2 and "not contiguous" in problems[0] and "item 3" in problems[0]
+    assert "/index/offset: content differs from its recorded sha256" in problems[1]
 
 
 def test_verify_nan_in_latents(store: Path):
     with h5py.File(store, "r+") as file:
         file["latents"][11, 2] = np.nan
     problems = verify(store)
-    assert problems == ["/latents: 1 NaN/Inf value(s), first at row 11 (item 'shard-000000/track-02')"]
+    assert problems[0] == "/latents: 1 NaN/Inf value(s), first at row 11 (item 'shard-000000/track-02')"
+    assert any("/latents: content differs from its recorded sha256" in problem for problem in problems[1:])
     result = run_cli("verify", store)
     assert result.returncode == 1
     assert "NaN/Inf" in result.stdout and "track-02" in result.stdout
@@ -214,3 +216,107 @@ def test_verify_and_describe_the_index(tmp_path: Path):
     shutil.move(stores[1], tmp_path / "elsewhere.h5")
     problems = verify(index)
     assert any("shard-000001.h5" in problem and "not found" in problem for problem in problems)
+
+
+# --- integrity: checksums, content digests, recomputed statistics --------------------------------------
+LONG = (5000, 3500)  # two items spanning two 4096-frame chunks
+
+
+def _chunk_byte_offset(path: Path, dataset: str, chunk: int) -> tuple[int, int]:
+    with h5py.File(path, "r") as file:
+        info = file[dataset].id.get_chunk_info(chunk)
+        return info.byte_offset, info.size
+
+
+def test_a_flipped_byte_in_the_file_fails_the_chunk_checksum(tmp_path: Path):
+    path = write_store(tmp_path, lengths=LONG)
+    assert verify(path) == []
+    offset, size = _chunk_byte_offset(path, "latents", 1)
+    data = bytearray(path.read_bytes())
+    data[offset + size // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    problems = verify(path)
+    assert problems and "/latents: 1 chunk(s) fail to read" in problems[0]
+    assert "rows 4096-8191" in problems[0] and "shard-000000/track-00" in problems[0]
+    result = run_cli("verify", path)
+    assert result.returncode == 1 and "fail to read" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_a_zeroed_chunk_on_disk_is_caught(tmp_path: Path):
+    """All-zero bytes (checksum included) pass fletcher32: the content digest catches them."""
+    path = write_store(tmp_path, lengths=LONG)
+    offset, size = _chunk_byte_offset(path, "latents", 0)
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(bytes(size))
+    problems = verify(path)
+    assert any(problem.startswith("/latents: content differs from its recorded sha256") for problem in problems)
+    assert any(problem.startswith("/stats/mean differs") for problem in problems)
+
+
+def test_a_chunk_zeroed_through_h5py_is_caught_by_digest_and_stats(tmp_path: Path):
+    """h5py recomputes the chunk checksum on write: the content digest and recomputed /stats catch it."""
+    path = write_store(tmp_path, lengths=LONG)
+    with h5py.File(path, "r+") as file:
+        file["latents"][:4096] = 0
+    problems = verify(path)
+    assert any(problem.startswith("/latents: content differs from its recorded sha256") for problem in problems)
+    assert any(problem.startswith("/stats/mean differs from the statistics of /latents") for problem in problems)
+
+
+def test_changed_stats_are_caught(store: Path):
+    with h5py.File(store, "r+") as file:
+        file["stats/mean"][0] += 0.5
+    problems = verify(store)
+    assert "/stats/mean: content differs from its recorded sha256 (the values were changed after the store was written): rebuild it" in problems
+    assert any("/stats/mean differs from the statistics of /latents (channel 0" in problem for problem in problems)
+
+
+def test_a_rehashed_dataset_is_caught_by_the_root_digest(store: Path):
+    from pipeline.latents.store import recompute_digest
+
+    with h5py.File(store, "r+") as file:
+        file["index/seconds_start"][0] = 1.5
+        file["index/seconds_start"].attrs["sha256"] = recompute_digest(file["index/seconds_start"])
+    assert verify(store) == ["content_sha256 does not match the datasets' digests (a dataset was added, removed or re-hashed)"]
+
+
+def test_the_writer_refuses_values_that_must_not_be_stored(tmp_path: Path):
+    from pipeline.latents.store import StoreContentError
+
+    attributes = {"latent_rate": 10.0, "codebook_size": 16}
+    path = tmp_path / "refused.h5"
+    cases = [
+        (False, np.array([[0.0, np.nan]]), "item 'k' /latents: 1 NaN/Inf value"),
+        (False, np.array([[0.0, 1e6]]), "overflows float16"),
+        (True, np.array([[3, 16]]), r"codes in \[3, 16\], outside \[0, 16\)"),
+    ]
+    for discrete, values, message in cases:
+        with pytest.raises(StoreContentError, match=message):
+            with StoreWriter(path, attributes, 2, discrete) as writer:
+                writer.append(ItemRecord("k", 1, 0.0, 1.0, "{}"), values)
+        assert not path.exists() and not list(tmp_path.glob(".*tmp-*"))
+
+
+def test_verify_compares_with_the_expected_identity(store: Path):
+    assert verify(store, expected={"stage_hash": STAGE_HASH, "autoencoder_weights_sha256": "f" * 64}) == []
+    problems = verify(store, expected={"stage_hash": STAGE_HASH, "autoencoder_weights_sha256": "e" * 64})
+    assert problems == [f"autoencoder_weights_sha256 is {'f' * 64}, the experiment's is {'e' * 64}: re-run pre-encode and index"]
+
+
+def test_a_store_replaced_under_the_index_is_caught(tmp_path: Path):
+    from pipeline.latents.index import write_index_file
+
+    stores = [write_store(tmp_path, 0), write_store(tmp_path, 1, lengths=(2, 6))]
+    index = tmp_path / "latents" / "index.h5"
+    write_index_file(index, stores, STAGE_HASH)
+    assert verify(index) == []
+    replacement = write_store(tmp_path / "other", 1, lengths=(2, 6), seed=99)  # same shape, other values
+    shutil.copyfile(replacement, stores[1])
+    problems = verify(index)
+    assert any(problem.startswith("shard-000001.h5 changed since the index was built (content_sha256: recorded")
+               for problem in problems), problems  # fmt: skip
+    assert any("/stats/mean differs from the statistics of /latents" in problem for problem in problems)
+    expected = {"autoencoder_weights_sha256": "e" * 64}
+    assert any("2 store(s) recorded with another autoencoder_weights_sha256" in problem
+               for problem in verify(index, expected=expected))  # fmt: skip

@@ -90,26 +90,43 @@ SAVED_FORMAT = "pipeline-autoencoder"
 SAVED_VERSION = 1
 
 
-def save_autoencoder(model: "Autoencoder", path: str | Path) -> None:
-    """Write `path` (.safetensors, the model config and sample rate in its metadata) and `path`.json
-    (the same config, for people and tools), each atomically."""
+def save_autoencoder(model: "Autoencoder", path: str | Path, stage_hash: str | None = None) -> None:
+    """Write `path` (.safetensors, the model config, sample rate and the stage hash that made it in its
+    metadata) and `path`.json (the same description, for people and tools), each atomically.
+    Refuses weights with NaN/Inf values (a diverged model must never look like a result)."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    description = saved_description(model)
+    description = saved_description(model, stage_hash)
     state = {key: tensor.detach().contiguous().cpu() for key, tensor in model.state_dict().items()}
+    check_finite_weights(state, f"weights for {path}")
     with atomic_path(path) as temporary:
         save_file(state, str(temporary), metadata={"pipeline": json.dumps(description, sort_keys=True)})
     write_json_atomic(path.with_suffix(".json"), description)
 
 
-def saved_description(model: "Autoencoder") -> dict[str, Any]:
-    return {
+def saved_description(model: "Autoencoder", stage_hash: str | None = None) -> dict[str, Any]:
+    description = {
         "format": SAVED_FORMAT,
         "version": SAVED_VERSION,
         "sample_rate": model.sample_rate,
         "model": model.config.model_dump(mode="json"),
     }
+    if stage_hash is not None:
+        description["stage_hash"] = stage_hash
+    return description
+
+
+class NonFiniteWeights(UserFacingError):
+    """Weights holding NaN/Inf: the model diverged."""
+
+
+def check_finite_weights(state: Mapping[str, torch.Tensor], what: str) -> None:
+    """NonFiniteWeights naming the tensors that hold NaN/Inf values."""
+    bad = [key for key, tensor in state.items() if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise NonFiniteWeights(f"{what}: {len(bad)} tensor(s) hold NaN/Inf values ({shown}); the model diverged")
 
 
 def read_saved_description(path: str | Path) -> dict[str, Any] | None:
@@ -162,6 +179,7 @@ def load_autoencoder(
     model = Autoencoder(config, sample_rate)
     state = normalise_keys(read_state_dict(path), [strip_prefix] if strip_prefix else [])
     load_strict(model, state, source=str(path))
+    check_finite_weights(state, str(path))
     return model.eval()
 
 
@@ -189,14 +207,38 @@ def trained_weights_path(experiment: "Experiment") -> Path:
     return experiment.work_dir / "autoencoder" / "model.safetensors"
 
 
-def experiment_autoencoder(experiment: "Experiment") -> "Autoencoder":
-    """The frozen autoencoder of an experiment, loaded strictly (never a random init)."""
+class StaleWeights(UserFacingError):
+    """Trained weights that another autoencoder configuration made."""
+
+
+def check_weights_belong(experiment: "Experiment") -> Path:
+    """The experiment's weights file, after checking it exists and, when the experiment trains its own
+    autoencoder, that the train_autoencoder stage hash it records is the experiment's."""
+    from pipeline.config.hashing import stage_hash
+
     path = weights_path(experiment)
     configured = experiment.autoencoder
     assert configured is not None  # weights_path checked
     if not path.is_file():
         hint = "" if configured.checkpoint else " (run the train_autoencoder stage first)"
-        raise FileNotFoundError(f"autoencoder weights not found: {path}{hint}")
+        raise UserFacingError(f"autoencoder weights not found: {path}{hint}")
+    if configured.checkpoint is None:
+        recorded = (read_saved_description(path) or {}).get("stage_hash")
+        wanted = stage_hash(experiment, "train_autoencoder")
+        if recorded != wanted:
+            raise StaleWeights(
+                f"{path} was made by train_autoencoder with stage hash {recorded or '(none recorded)'}, but this "
+                f"experiment's autoencoder hashes to {wanted}: the weights are stale; run `pipeline "
+                f"train-autoencoder EXP` (or `snakemake train_autoencoder`) to train the configured autoencoder"
+            )
+    return path
+
+
+def experiment_autoencoder(experiment: "Experiment") -> "Autoencoder":
+    """The frozen autoencoder of an experiment, loaded strictly (never a random init)."""
+    path = check_weights_belong(experiment)
+    configured = experiment.autoencoder
+    assert configured is not None  # check_weights_belong checked
     model = load_autoencoder(configured.model, experiment.data.sample_rate, path, configured.checkpoint_prefix)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
