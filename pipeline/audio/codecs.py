@@ -6,10 +6,10 @@ import io
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipeline.audio.io import write_audio
-from pipeline.config.base import ComponentConfig
+from pipeline.config.base import ComponentConfig, check_fields
 from pipeline.config.registry import register
 
 
@@ -23,6 +23,13 @@ class WavCodecConfig(ComponentConfig):
     type: Literal["wav"] = "wav"
     bits: Literal[16, 24, 32] = Field(16, description="PCM sample depth")
     float: bool = Field(False, description="store 32-bit float instead of integer PCM (needs bits: 32)")
+
+    @model_validator(mode="after")
+    def _float_is_32_bit(self) -> "WavCodecConfig":
+        """Float WAV is always 32-bit: any other `bits` would mislabel the data and the shard byte budget."""
+        if self.float and self.bits != 32:
+            check_fields(self, [(("float",), f"float WAV samples are 32-bit: needs bits: 32, got bits: {self.bits}")])
+        return self
 
 
 class _Codec:

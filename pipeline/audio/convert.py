@@ -9,14 +9,19 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from pipeline.audio.files import InputRejected, native_stderr_filtered, read_head, sniff_format, stat_regular_file
+
 # ITU-R BS.775 downmix of 5.1 (L, R, C, LFE, Ls, Rs) to stereo, LFE dropped, normalised to unit gain.
 _ITU_51_TO_STEREO = np.array(
     [[1.0, 0.0], [0.0, 1.0], [0.7071, 0.7071], [0.0, 0.0], [0.7071, 0.0], [0.0, 0.7071]], dtype=np.float32
 ) / np.float32(1.0 + 0.7071 + 0.7071)
 
 
-class AudioRejected(Exception):
-    """This input cannot become an item; the message is the reason recorded in the rejects ledger."""
+AudioRejected = InputRejected  # this input cannot become an item; the message is the ledger's reason
+
+# Sample rates a source may declare: outside this a header is corrupt or the file is no usable audio.
+MIN_SOURCE_RATE = 1000
+MAX_SOURCE_RATE = 768_000
 
 
 @dataclass(frozen=True)
@@ -33,16 +38,39 @@ class Header:
 
 
 def read_header(path: str | Path) -> Header:
-    """Header only, no decoding. Raises AudioRejected with the library's reason."""
+    """Header only, no decoding; only regular files are opened. Raises AudioRejected with a specific reason."""
+    if stat_regular_file(path).st_size == 0:
+        raise AudioRejected("empty file (0 bytes)")
+    container = sniff_format(read_head(path))
     try:
-        info = sf.info(str(path))
+        with native_stderr_filtered():
+            info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as error:
-        raise AudioRejected(f"unreadable: {_reason(error)}") from None
-    if info.frames <= 0 or info.samplerate <= 0:
-        raise AudioRejected("zero length: the file holds no audio frames")
+        raise AudioRejected(_open_failure(container, error)) from None
+    if not MIN_SOURCE_RATE <= info.samplerate <= MAX_SOURCE_RATE:
+        raise AudioRejected(f"unsupported sample rate: the header declares {info.samplerate} Hz "
+                            f"(sources must be {MIN_SOURCE_RATE}..{MAX_SOURCE_RATE} Hz)")  # fmt: skip
+    if info.frames <= 0:
+        raise AudioRejected(_no_frames_reason(info.format))
     if info.format == "WAV":
         _check_wav_data_chunk(Path(path))
     return Header(info.format, info.subtype, int(info.samplerate), int(info.channels), int(info.frames))
+
+
+def _open_failure(container: str | None, error: BaseException) -> str:
+    """libsndfile's reasons mislead ("possibly a pipe?" for a text file): say what the content is."""
+    if container is None:
+        return "not an audio file: unrecognised format (the content matches no audio format that can be read)"
+    detail = _reason(error).rsplit("': ", 1)[-1]  # drop "Error opening '<path>'"
+    if "possibly a pipe" in detail or "not a regular file" in detail:
+        detail = "the decoder found no valid audio data"
+    return f"corrupt or truncated {container} stream: {detail}"
+
+
+def _no_frames_reason(format_name: str) -> str:
+    if format_name == "OGG":
+        return "truncated or corrupt Ogg stream: no audio frames found (the end of the stream is missing?)"
+    return "zero length: the file holds no audio frames"
 
 
 def _check_wav_data_chunk(path: Path) -> None:
@@ -68,10 +96,14 @@ def _check_wav_data_chunk(path: Path) -> None:
 
 def decode(path: str | Path, expected_frames: int | None = None) -> tuple[np.ndarray, int]:
     """Whole file as float32 (frames, channels) and its rate; a short read is rejected as truncated."""
+    stat_regular_file(path)  # it may have been replaced by a FIFO since the plan: never block on one
     try:
-        audio, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with native_stderr_filtered():
+            audio, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as error:
         raise AudioRejected(f"decode error: {_reason(error)}") from None
+    except MemoryError:
+        raise AudioRejected("decode error: too large to decode in memory (does the header announce a wrong length?)") from None
     if len(audio) == 0:
         raise AudioRejected("zero length: decoding gave no frames")
     if expected_frames is not None and len(audio) < expected_frames:

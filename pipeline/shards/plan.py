@@ -6,22 +6,26 @@ files are listed as ignored with the reason."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
+import posixpath
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.audio.convert import AudioRejected, check_channel_layout, read_header
+from pipeline.audio.convert import AudioRejected, Header, check_channel_layout, read_header
+from pipeline.audio.files import stat_regular_file
 from pipeline.config.experiment import Experiment
 from pipeline.config.hashing import canonical_digest, stage_hash
+from pipeline.errors import UserFacingError
 from pipeline.shards.keys import item_key
+from pipeline.shards.sidecars import check_sidecar, sidecar_kind
 from pipeline.utils.atomic import write_json_if_changed
 
 PLAN_FORMAT = "pipeline-shard-plan"
 PLAN_VERSION = 1
-SIDECAR_SUFFIXES = (".json", ".txt")
+MAX_SEGMENTS_PER_SOURCE = 100_000
 
 
 def shards_dir(experiment: Experiment) -> Path:
@@ -39,50 +43,108 @@ def shard_name(index: int) -> str:
 @dataclass
 class Listing:
     audio: list[str] = field(default_factory=list)  # relative POSIX paths with an audio extension
+    sidecars: dict[str, dict[str, str]] = field(default_factory=dict)  # audio stem -> {"json"|"txt": relpath}
     ignored: list[dict[str, str]] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)
 
 
 def list_audio_dir(audio_dir: Path, extensions: tuple[str, ...]) -> Listing:
-    """Walk `audio_dir` (following symlinks, each real directory once), sorted relative paths."""
-    if not audio_dir.is_dir():
-        raise FileNotFoundError(f"paths.audio_dir does not exist or is not a directory: {audio_dir}")
+    """Walk `audio_dir` (following symlinks, each real directory once), sorted relative paths.
+
+    Nothing is opened here; unlistable directories are plan-stage rejects."""
+    _check_listable(audio_dir)
     listing = Listing()
+    candidates = _walk(audio_dir, listing)
+    audio_stems = {_stem(path) for path in candidates if _audio_name(path, extensions)}
+    found_sidecars: dict[tuple[str, str], list[str]] = {}
+    for relpath in sorted(candidates):
+        name = posixpath.basename(relpath)
+        suffix = posixpath.splitext(name)[1].lower()
+        kind = sidecar_kind(relpath)
+        if not _is_utf8(relpath):
+            listing.rejected.append(_plan_reject(_printable(relpath), "file name is not valid UTF-8"))
+        elif name.startswith("."):
+            _hidden(listing, relpath, suffix in extensions)
+        elif suffix in extensions:
+            listing.audio.append(relpath)
+        elif kind and _stem(relpath) in audio_stems:
+            found_sidecars.setdefault((_stem(relpath), kind), []).append(relpath)
+        else:
+            listing.ignored.append({"relpath": relpath, "reason": f"not an audio extension ({', '.join(extensions)})"})
+    _choose_sidecars(listing, found_sidecars)
+    return listing
+
+
+def _check_listable(audio_dir: Path) -> None:
+    try:
+        is_dir = stat.S_ISDIR(os.stat(audio_dir).st_mode)
+    except FileNotFoundError:
+        is_dir = False
+    except OSError as error:
+        raise UserFacingError(f"cannot read paths.audio_dir {audio_dir}: {error.strerror}") from None
+    if not is_dir:
+        raise FileNotFoundError(f"paths.audio_dir does not exist or is not a directory: {audio_dir}")
+    try:
+        os.scandir(audio_dir).close()
+    except OSError as error:
+        raise UserFacingError(f"cannot list paths.audio_dir {audio_dir}: {error.strerror}") from None
+
+
+def _walk(audio_dir: Path, listing: Listing) -> list[str]:
+    """Relative paths of every non-directory entry; hidden, unlistable and repeated directories noted."""
     seen_dirs: set[tuple[int, int]] = set()
     candidates: list[str] = []
 
-    def note_error(error: OSError) -> None:
-        listing.ignored.append({"relpath": _relative(audio_dir, error.filename), "reason": f"unreadable: {error.strerror}"})
+    def unlistable(error: OSError) -> None:
+        reason = f"unreadable directory: {(error.strerror or str(error)).lower()} (its files cannot be listed)"
+        listing.rejected.append(_plan_reject(_relative(audio_dir, error.filename), reason))
 
-    for root, dirnames, filenames in os.walk(audio_dir, followlinks=True, onerror=note_error):
-        stat = os.stat(root)
-        if (stat.st_dev, stat.st_ino) in seen_dirs:
+    for root, dirnames, filenames in os.walk(audio_dir, followlinks=True, onerror=unlistable):
+        try:
+            stat_result = os.stat(root)
+        except OSError as error:
+            unlistable(error)
+            dirnames[:] = []
+            continue
+        if (stat_result.st_dev, stat_result.st_ino) in seen_dirs:
             listing.ignored.append({"relpath": _relative(audio_dir, root), "reason": "directory already listed (symlink loop)"})
             dirnames[:] = []
             continue
-        seen_dirs.add((stat.st_dev, stat.st_ino))
+        seen_dirs.add((stat_result.st_dev, stat_result.st_ino))
         for name in sorted(dirnames):
             if name.startswith("."):
-                listing.ignored.append({"relpath": _relative(audio_dir, os.path.join(root, name)), "reason": "hidden directory"})
+                listing.ignored.append({"relpath": _relative(audio_dir, os.path.join(root, name)),
+                                        "reason": "hidden directory (not listed)"})  # fmt: skip
         dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
         candidates.extend(_relative(audio_dir, os.path.join(root, name)) for name in filenames)
+    return candidates
 
-    audio_stems = {_stem(path) for path in candidates if Path(path).suffix.lower() in extensions}
-    for relpath in sorted(candidates):
-        name = Path(relpath).name
-        suffix = Path(relpath).suffix.lower()
-        if not _is_utf8(relpath):
-            listing.rejected.append({"relpath": _printable(relpath), "stage": "plan", "reason": "file name is not valid UTF-8"})
-        elif name.startswith("."):
-            listing.ignored.append({"relpath": relpath, "reason": "hidden file"})
-        elif suffix in extensions:
-            listing.audio.append(relpath)
-        elif suffix in SIDECAR_SUFFIXES and _stem(relpath) in audio_stems:
-            listing.ignored.append({"relpath": relpath, "reason": "metadata sidecar (merged into its audio's samples)"})
-        else:
-            listing.ignored.append({"relpath": relpath, "reason": f"not an audio extension ({', '.join(extensions)})"})
-    listing.ignored.sort(key=lambda entry: entry["relpath"])
-    return listing
+
+def _audio_name(relpath: str, extensions: tuple[str, ...]) -> bool:
+    name = posixpath.basename(relpath)
+    return not name.startswith(".") and posixpath.splitext(name)[1].lower() in extensions
+
+
+def _hidden(listing: Listing, relpath: str, is_audio: bool) -> None:
+    """Dot-files are never read: an audio one is a reject (every audio file is accounted for), others ignored."""
+    if is_audio:
+        listing.rejected.append(_plan_reject(relpath, "hidden file: names starting with '.' are not read"))
+    else:
+        listing.ignored.append({"relpath": relpath, "reason": "hidden file"})
+
+
+def _choose_sidecars(listing: Listing, found: dict[tuple[str, str], list[str]]) -> None:
+    """One sidecar per stem and kind: the lower-case extension if there are several (`X.json` over `X.JSON`)."""
+    for (stem, kind), relpaths in sorted(found.items()):
+        chosen = min(relpaths, key=lambda path: (not path.endswith("." + kind), path))
+        listing.sidecars.setdefault(stem, {})[kind] = chosen
+        for other in relpaths:
+            if other != chosen:
+                listing.ignored.append({"relpath": other, "reason": f"duplicate metadata sidecar: {chosen} is used"})
+
+
+def _plan_reject(relpath: str, reason: str) -> dict[str, str]:
+    return {"relpath": relpath, "stage": "plan", "reason": reason}
 
 
 def _relative(base: Path, path: str | os.PathLike) -> str:
@@ -90,7 +152,7 @@ def _relative(base: Path, path: str | os.PathLike) -> str:
 
 
 def _stem(relpath: str) -> str:
-    return str(Path(relpath).with_suffix(""))
+    return posixpath.splitext(relpath)[0]
 
 
 def _is_utf8(text: str) -> bool:
@@ -118,9 +180,15 @@ def segments_of(seconds: float, experiment: Experiment) -> tuple[list[tuple[floa
     if data.long_items == "truncate":
         return [(0.0, limit)], None
     hop = limit - data.segment_overlap_seconds
+    count = _segment_count(seconds, limit, hop)
+    if count > MAX_SEGMENTS_PER_SOURCE:
+        return [], (f"too many segments: {seconds:.3f} s cut every {hop:.6g} s would make {count:.3g} items "
+                    f"(at most {MAX_SEGMENTS_PER_SOURCE} per file; raise data.max_item_seconds)")  # fmt: skip
     segments = []
     start = 0.0
-    while start < seconds:
+    for _ in range(count + 1):  # bounded however the float steps round
+        if start >= seconds:
+            break
         length = min(limit, seconds - start)
         if segments and length < data.min_item_seconds:
             break  # a tail shorter than an item may be is dropped
@@ -129,6 +197,13 @@ def segments_of(seconds: float, experiment: Experiment) -> tuple[list[tuple[floa
             break
         start += hop
     return segments, None
+
+
+def _segment_count(seconds: float, limit: float, hop: float) -> float:
+    """Segments of `limit` every `hop` needed to cover `seconds` (an upper bound; may be huge or inf)."""
+    if hop <= 0:
+        return math.inf
+    return 1 + max(0, math.ceil((seconds - limit) / hop))
 
 
 def bytes_per_second(experiment: Experiment) -> int:
@@ -184,30 +259,26 @@ def build_plan(experiment: Experiment) -> dict[str, Any]:
     audio_dir = experiment.paths.audio_dir
     listing = list_audio_dir(audio_dir, experiment.data.extensions)
     rejected = list(listing.rejected)
+    sidecars = SidecarChecks(audio_dir, listing)
     files: list[dict[str, Any]] = []
     items: list[dict[str, Any]] = []
     sizes: list[int] = []
     rate = bytes_per_second(experiment)
     for relpath in listing.audio:
-        source = audio_dir / relpath
         try:
-            if not source.exists():
-                raise AudioRejected("unreadable: broken symbolic link")
-            header = read_header(source)
-            segments, reason = segments_of(header.seconds, experiment)
-            if reason:
-                raise AudioRejected(reason)
-            check_channel_layout(header.channels, experiment.data.multichannel)
+            size, header, segments = _accept_source(audio_dir / relpath, experiment)
         except AudioRejected as rejection:
-            rejected.append({"relpath": relpath, "stage": "plan", "reason": str(rejection)})
+            rejected.append(_plan_reject(relpath, str(rejection)))
             continue
-        files.append({"relpath": relpath, "size": source.stat().st_size, **asdict(header), "seconds": header.seconds,
-                      "sidecars": _sidecars(source, relpath)})  # fmt: skip
+        files.append({"relpath": relpath, "size": size, **asdict(header), "seconds": header.seconds,
+                      "sidecars": sidecars.of(relpath)})  # fmt: skip
         for segment, (start, length) in enumerate(segments):
             items.append({"key": item_key(relpath, segment), "relpath": relpath, "segment": segment,
                           "segments": len(segments), "seconds_start": start, "seconds": length,
                           "seconds_total": header.seconds})  # fmt: skip
             sizes.append(math.ceil(length * rate))
+    ignored = sorted(listing.ignored + sidecars.ignored(), key=lambda entry: entry["relpath"])
+    rejected = sorted(rejected + sidecars.rejected(), key=lambda entry: entry["relpath"])
     _check_unique_keys(items)
     budget = experiment.data.shard
     files_by_relpath = {entry["relpath"]: entry for entry in files}
@@ -225,25 +296,57 @@ def build_plan(experiment: Experiment) -> dict[str, Any]:
         "audio_dir": str(audio_dir),
         "budget": {"max_items": budget.max_items, "max_bytes": budget.max_bytes, "pcm_bytes_per_second": rate},
         "totals": {"files": len(files), "items": len(items), "seconds": sum(f["seconds"] for f in files),
-                   "rejected": len(rejected), "ignored": len(listing.ignored), "shards": len(shards)},  # fmt: skip
+                   "rejected": len(rejected), "ignored": len(ignored), "shards": len(shards)},  # fmt: skip
         "files": files,
         "shards": shards,
-        "ignored": listing.ignored,
+        "ignored": ignored,
         "rejected": rejected,
     }
 
 
-def _sidecars(source: Path, relpath: str) -> dict[str, Any]:
-    """Sibling `<stem>.json` / `<stem>.txt`, with a digest so an edited caption changes the plan."""
-    found = {}
-    for suffix in SIDECAR_SUFFIXES:
-        sidecar = source.with_suffix(suffix)
-        if sidecar.is_file():
-            found[suffix.lstrip(".")] = {
-                "relpath": str(Path(relpath).with_suffix(suffix).as_posix()),
-                "sha256": hashlib.sha256(sidecar.read_bytes()).hexdigest(),
-            }
-    return found
+def _accept_source(source: Path, experiment: Experiment) -> tuple[int, Header, list[tuple[float, float]]]:
+    """Size, header and segments of an audio file the plan accepts; AudioRejected with the reason otherwise."""
+    size = stat_regular_file(source).st_size
+    header = read_header(source)
+    segments, reason = segments_of(header.seconds, experiment)
+    if reason:
+        raise AudioRejected(reason)
+    check_channel_layout(header.channels, experiment.data.multichannel)
+    return size, header, segments
+
+
+class SidecarChecks:
+    """Each sidecar of an accepted audio file is read and checked once (several audio files may share one)."""
+
+    def __init__(self, audio_dir: Path, listing: Listing):
+        self.audio_dir = audio_dir
+        self.listing = listing
+        self.checked: dict[str, dict[str, Any]] = {}
+
+    def of(self, audio_relpath: str) -> dict[str, dict[str, Any]]:
+        """The plan entry's `sidecars`: `{kind: {relpath, sha256[, error]}}`."""
+        found = {}
+        for kind, relpath in sorted(self.listing.sidecars.get(_stem(audio_relpath), {}).items()):
+            if relpath not in self.checked:
+                self.checked[relpath] = check_sidecar(self.audio_dir, relpath, kind)
+            found[kind] = self.checked[relpath]
+        return found
+
+    def _all(self) -> list[str]:
+        return sorted(path for kinds in self.listing.sidecars.values() for path in kinds.values())
+
+    def ignored(self) -> list[dict[str, str]]:
+        entries = []
+        for relpath in self._all():
+            if relpath not in self.checked:
+                entries.append({"relpath": relpath, "reason": "metadata sidecar of a rejected audio file (not read)"})
+            elif "error" not in self.checked[relpath]:
+                entries.append({"relpath": relpath, "reason": "metadata sidecar (merged into its audio's samples)"})
+        return entries
+
+    def rejected(self) -> list[dict[str, str]]:
+        return [_plan_reject(relpath, f"metadata sidecar not used: {self.checked[relpath]['error']}")
+                for relpath in self._all() if "error" in self.checked.get(relpath, {})]  # fmt: skip
 
 
 def _check_unique_keys(items: list[dict[str, Any]]) -> None:

@@ -20,6 +20,7 @@ from pipeline.config.sections import DataConfig
 from pipeline.config.hashing import stage_hash
 from pipeline.config.registry import build
 from pipeline.shards.plan import shard_name, shards_dir
+from pipeline.shards.sidecars import load_sidecars
 from pipeline.utils.atomic import atomic_path, canonical_json, remove_stale_temps, sha256_file, write_json_atomic
 
 MANIFEST_FORMAT = "pipeline-shard-manifest"
@@ -163,8 +164,8 @@ def encode_source(task: SourceTask) -> EncodedSource:
     except AudioRejected as rejection:
         return EncodedSource([], [{"relpath": relpath, "stage": "shard", "reason": str(rejection)}])
     codec = build("codec", data.codec)
-    metadata, metadata_error = _sidecar_metadata(audio_dir, source)
-    samples, rejected = [], []
+    metadata, metadata_error, rejected = _sidecar_metadata(audio_dir, source)
+    samples = []
     for item in task.items:
         start = round(item["seconds_start"] * data.sample_rate)
         segment = audio[start : start + round(item["seconds"] * data.sample_rate)]
@@ -193,25 +194,12 @@ def encode_source(task: SourceTask) -> EncodedSource:
     return EncodedSource(samples, rejected)
 
 
-def _sidecar_metadata(audio_dir: Path, source: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """`<stem>.json` fields and `<stem>.txt` as `prompt`, the way stable-audio-tools reads captions."""
-    metadata: dict[str, Any] = {}
-    problems = []
-    sidecars = source.get("sidecars", {})
-    if "json" in sidecars:
-        relpath = sidecars["json"]["relpath"]
-        try:
-            loaded = json.loads((audio_dir / relpath).read_text(encoding="utf-8"))
-            if isinstance(loaded, dict):
-                metadata.update(loaded)
-            else:
-                problems.append(f"{relpath}: expected a JSON object, got {type(loaded).__name__}")
-        except (OSError, ValueError) as error:
-            problems.append(f"{relpath}: {error}")
-    if "txt" in sidecars:
-        relpath = sidecars["txt"]["relpath"]
-        try:
-            metadata["prompt"] = (audio_dir / relpath).read_text(encoding="utf-8").strip()
-        except (OSError, ValueError) as error:
-            problems.append(f"{relpath}: {error}")
-    return metadata, "; ".join(problems) or None
+def _sidecar_metadata(audio_dir: Path, source: dict[str, Any]) -> tuple[dict[str, Any], str | None, list[dict[str, Any]]]:
+    """Sidecar fields for the sample JSON, the items' `metadata_error`, and ledger entries for sidecars
+    that became unusable after the plan checked them (the plan already lists the ones it found)."""
+    metadata, problems = load_sidecars(audio_dir, source.get("sidecars", {}))
+    error = "; ".join(f"{relpath}: {reason}" for relpath, reason in problems) or None
+    known = {entry["relpath"] for entry in source.get("sidecars", {}).values() if "error" in entry}
+    rejected = [{"relpath": relpath, "stage": "shard", "reason": f"metadata sidecar not used: {reason}"}
+                for relpath, reason in problems if relpath not in known]  # fmt: skip
+    return metadata, error, rejected

@@ -12,13 +12,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from pipeline.errors import UserFacingError
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success it is fsynced and renamed onto `target`."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    handle, temp_name = _create_temp(target)
     os.close(handle)
     temp = Path(temp_name)
     try:
@@ -30,6 +31,18 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         _fsync_directory(target.parent)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def _create_temp(target: Path) -> tuple[int, str]:
+    """A temp file beside `target`; an unwritable directory is a user error naming it, not a traceback."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserFacingError(f"cannot create directory {error.filename or target.parent}: {error.strerror or error}") from None
+    try:
+        return tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    except OSError as error:
+        raise UserFacingError(f"cannot write {target.name} in {target.parent}: {error.strerror or error}") from None
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -59,8 +72,9 @@ def write_json_if_changed(target: str | Path, data: Any) -> bool:
     """Write only when the content differs, so an unchanged file keeps its mtime (Snakemake reruns on it)."""
     text = canonical_json(data).encode("utf-8")
     target = Path(target)
-    if target.is_file() and target.read_bytes() == text:
-        return False
+    with contextlib.suppress(OSError):  # unreadable or missing: write it (an unwritable directory is reported there)
+        if target.is_file() and target.read_bytes() == text:
+            return False
     write_bytes_atomic(target, text)
     return True
 

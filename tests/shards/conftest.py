@@ -70,7 +70,18 @@ def build_corpus(root: Path) -> dict[str, Expect]:
     expected["captioned/song.txt"] = Expect("ignored", "sidecar")
     audio("captioned/bad_meta.wav", 0.5, 16000, 1)
     (root / "captioned/bad_meta.json").write_text("[1, 2")
-    expected["captioned/bad_meta.json"] = Expect("ignored", "sidecar")
+    expected["captioned/bad_meta.json"] = Expect("rejected", "metadata sidecar not used: invalid JSON")
+    # Upper-case extensions on both: the caption still reaches the sample.
+    audio("captioned/LOUD.WAV", 0.5, 16000, 1)
+    (root / "captioned/LOUD.JSON").write_text('{"caption": "an upper-case sidecar"}')
+    expected["captioned/LOUD.JSON"] = Expect("ignored", "sidecar")
+    # Python's json.dump writes NaN; deep nesting breaks recursive JSON writers: metadata errors, not crashes.
+    audio("captioned/nan_meta.wav", 0.5, 16000, 1)
+    (root / "captioned/nan_meta.json").write_text('{"caption": "x", "loudness": NaN}')
+    expected["captioned/nan_meta.json"] = Expect("rejected", "NaN")
+    audio("captioned/deep_meta.wav", 0.5, 16000, 1)
+    (root / "captioned/deep_meta.json").write_text('{"a": ' + "[" * 50_000 + "]" * 50_000 + "}")
+    expected["captioned/deep_meta.json"] = Expect("rejected", "nested too deeply")
     # A flac file with the wrong extension: libsndfile reads the content, so it is a good item.
     _write(root, "odd/actually_flac.ogg", tone(0.5, 16000, 1), 16000, "FLAC", "PCM_16")
     expected["odd/actually_flac.ogg"] = Expect("item")
@@ -78,9 +89,9 @@ def build_corpus(root: Path) -> dict[str, Expect]:
     # Broken inputs.
     (root / "broken").mkdir()
     (root / "broken/zero_bytes.wav").write_bytes(b"")
-    expected["broken/zero_bytes.wav"] = Expect("rejected", "unreadable")
+    expected["broken/zero_bytes.wav"] = Expect("rejected", "empty file (0 bytes)")
     (root / "broken/text_renamed.wav").write_text("this is not audio, just text " * 20)
-    expected["broken/text_renamed.wav"] = Expect("rejected", "unreadable")
+    expected["broken/text_renamed.wav"] = Expect("rejected", "not an audio file: unrecognised format")
     full = _write(root, "broken/truncated.flac", tone(2.0, 44100, 2), 44100, "FLAC", "PCM_16").read_bytes()
     (root / "broken/truncated.flac").write_bytes(full[: len(full) // 2])
     expected["broken/truncated.flac"] = Expect("rejected", "decode error")
@@ -94,7 +105,7 @@ def build_corpus(root: Path) -> dict[str, Expect]:
     (root / "notes.md").write_text("# notes\n")
     expected["notes.md"] = Expect("ignored", "not an audio extension")
     _write(root, ".hidden.wav", tone(0.5, 16000, 1), 16000, "WAV", "PCM_16")
-    expected[".hidden.wav"] = Expect("ignored", "hidden file")
+    expected[".hidden.wav"] = Expect("rejected", "hidden file")
     _write(root, ".cache/inside.wav", tone(0.5, 16000, 1), 16000, "WAV", "PCM_16")
     expected[".cache"] = Expect("ignored", "hidden directory")
     os.symlink("../wav/pcm16_16k_mono.wav", root / "names/link_to_pcm16.wav")
@@ -103,6 +114,19 @@ def build_corpus(root: Path) -> dict[str, Expect]:
     expected["broken/dangling_link.wav"] = Expect("rejected", "broken symbolic link")
     os.symlink("..", root / "names/loop")
     expected["names/loop"] = Expect("ignored", "symlink loop")
+    os.symlink("loop_b.wav", root / "broken/loop_a.wav")
+    os.symlink("loop_a.wav", root / "broken/loop_b.wav")
+    expected["broken/loop_a.wav"] = Expect("rejected", "symlink loop")
+    expected["broken/loop_b.wav"] = Expect("rejected", "symlink loop")
+    os.mkfifo(root / "broken/fifo.wav")  # opening it would block forever
+    expected["broken/fifo.wav"] = Expect("rejected", "not a regular file: a FIFO")
+    _write(root, "broken/one_hertz.wav", np.zeros((3000, 1), np.float32), 1, "WAV", "PCM_16")  # 3000 s at 1 Hz
+    expected["broken/one_hertz.wav"] = Expect("rejected", "unsupported sample rate: the header declares 1 Hz")
+    (root / "broken/text.mp3").write_text("not an mp3 at all\n" * 40)
+    expected["broken/text.mp3"] = Expect("rejected", "not an audio file: unrecognised format")
+    full = _write(root, "broken/truncated.ogg", tone(3.0, 16000, 1), 16000, "OGG", "VORBIS").read_bytes()
+    (root / "broken/truncated.ogg").write_bytes(full[: len(full) * 7 // 10])
+    expected["broken/truncated.ogg"] = Expect("rejected", "truncated or corrupt Ogg stream")
     return expected
 
 
