@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from typing import Iterable
 
 
+MAX_REPORTED = 100  # problems listed in a report; a file of thousands of unknown keys says how many more
+
+
 @dataclass(frozen=True)
 class Origin:
     """Where a value was written: a file (and line) or a command-line override."""
@@ -25,8 +28,9 @@ class ConfigProblem:
     origin: Origin | None = None
 
     def __str__(self) -> str:
+        """One line: control characters (a key or value may hold newlines or escapes) are shown escaped."""
         where = f"  ({self.origin})" if self.origin else ""
-        return f"{self.path or '<experiment>'}: {self.message}{where}"
+        return printable(f"{self.path or '<experiment>'}: {self.message}{where}")
 
 
 class ConfigError(Exception):
@@ -37,12 +41,22 @@ class ConfigError(Exception):
         self.source = source
         super().__init__(self.report())
 
-    def report(self) -> str:
+    def report(self, limit: int = MAX_REPORTED) -> str:
         count = len(self.problems)
         head = f"{count} problem{'s' if count != 1 else ''} in experiment"
         if self.source:
-            head += f" {self.source}"
-        return head + ":\n" + "\n".join(f"  - {p}" for p in self.problems)
+            head += f" {printable(self.source)}"
+        lines = [f"  - {p}" for p in self.problems[:limit]]
+        if count > limit:
+            lines.append(f"  ... and {count - limit} more")
+        return head + ":\n" + "\n".join(lines)
+
+
+def printable(text: str) -> str:
+    """`text` with every non-printable character (newline, escape, NUL, ...) written as a Python escape."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def did_you_mean(word: object, choices: Iterable[str]) -> str:

@@ -14,6 +14,7 @@ from pipeline.config.sections import AutoencoderConfig, DataConfig, PathsConfig,
 from pipeline.config.validation import problems_from_validation_error
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+MIN_LATENT_FRAMES = 4  # latent frames in the longest item (max_item_seconds) when an autoencoder is set
 
 
 class Experiment(StrictModel):
@@ -71,8 +72,31 @@ class Experiment(StrictModel):
                 ("autoencoder", "training", "crop_seconds"),
                 f"{training.crop_seconds} s is shorter than one latent frame ({model.downsampling_ratio} samples at {rate} Hz)",
             ))  # fmt: skip
+        problems += self._items_hold_latent_frames() + self._scale_needs_a_vae()
         check_fields(self, problems)
         return self
+
+    def _items_hold_latent_frames(self) -> list[tuple[tuple[str, ...], str]]:
+        """A segment of max_item_seconds must hold MIN_LATENT_FRAMES latent frames: shorter ones encode to
+        next to nothing and multiply the items of the plan."""
+        assert self.autoencoder is not None
+        longest, ratio = self.data.max_item_seconds, self.autoencoder.model.downsampling_ratio
+        if longest is None or longest * self.data.sample_rate >= MIN_LATENT_FRAMES * ratio:
+            return []
+        shortest = MIN_LATENT_FRAMES * ratio / self.data.sample_rate
+        return [(("data", "max_item_seconds"), (
+            f"must be at least {shortest:g} s ({MIN_LATENT_FRAMES} latent frames of {ratio} samples at "
+            f"{self.data.sample_rate} Hz), got {longest:g}"
+        ))]  # fmt: skip
+
+    def _scale_needs_a_vae(self) -> list[tuple[tuple[str, ...], str]]:
+        assert self.autoencoder is not None
+        bottleneck = self.autoencoder.model.bottleneck.type
+        if not self.pre_encode.store_scale or bottleneck == "vae":
+            return []
+        return [(("pre_encode", "store_scale"), (
+            f"true, but the {bottleneck} bottleneck has no posterior scale to store (only a vae has); set it to false"
+        ))]  # fmt: skip
 
     @property
     def work_dir(self) -> Path:

@@ -13,7 +13,8 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, TypeVar, Union
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 
 from pipeline.config.base import ComponentConfig
 
@@ -78,9 +79,17 @@ def component_union(kind: str) -> Any:
     if not configs:
         raise LookupError(f"no component of kind '{kind}' is registered (packages searched: {COMPONENT_PACKAGES})")
     if len(configs) == 1:
-        # A one-member union cannot carry a discriminator; the Literal `type` still checks it.
-        return configs[0]
+        # A one-member union cannot carry a discriminator; require `type` as the union would (and as the
+        # JSON Schema does), so a file stays valid when a second component of the kind registers.
+        return Annotated[configs[0], BeforeValidator(_require_type_key)]
     return Annotated[Union[tuple(configs)], Field(discriminator="type")]
+
+
+def _require_type_key(value: Any) -> Any:
+    if isinstance(value, dict) and "type" not in value:
+        message = "needs a 'type' key naming the component"
+        raise PydanticCustomError("union_tag_not_found", message, {"discriminator": "'type'"})
+    return value
 
 
 def build(kind: str, config: ComponentConfig, **kwargs: Any) -> Any:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -13,13 +15,29 @@ from pipeline.config.types import ByteSize, ResolvedPath
 discover()  # registered components must exist before the unions below are built
 
 STAGES = ("plan", "shard", "train_autoencoder", "pre_encode", "index", "train", "sample")
+MIN_ITEM_SECONDS = 0.05  # shortest max_item_seconds: shorter segments are noise and multiply the plan
+
+
+def is_within(inner: Path, outer: Path) -> bool:
+    """Whether `inner` is `outer` or below it, as written and with symbolic links resolved."""
+    pairs = [(inner, outer), (Path(os.path.realpath(inner)), Path(os.path.realpath(outer)))]
+    return any(a == b or b in a.parents for a, b in pairs)
 
 
 class PathsConfig(StrictModel):
     audio_dir: ResolvedPath = Field(description="folder of input audio, searched recursively")
     work_dir: ResolvedPath | None = Field(
-        None, description="where every stage writes its outputs; default results/<name>"
+        None, description="where every stage writes its outputs; default results/<name>; not inside audio_dir"
     )
+
+    @model_validator(mode="after")
+    def _work_dir_outside_audio_dir(self) -> "PathsConfig":
+        if self.work_dir is not None and is_within(self.work_dir, self.audio_dir):
+            check_fields(self, [(("work_dir",), (
+                f"{self.work_dir} is inside audio_dir ({self.audio_dir}): the audio of the shards written there "
+                "would be listed as input by the next plan; put work_dir elsewhere"
+            ))])  # fmt: skip
+        return self
 
 
 class ShardBudget(StrictModel):
@@ -42,12 +60,15 @@ class DataConfig(StrictModel):
     )
     min_item_seconds: float = Field(0.5, ge=0.0, le=86_400.0, description="shorter items (and tails) are rejected")
     max_item_seconds: float | None = Field(
-        None, gt=0.0, le=86_400.0, description="longer items are handled per `long_items`; null: no limit"
+        None, ge=MIN_ITEM_SECONDS, le=86_400.0,
+        description="longer items are handled per `long_items`; null: no limit",
     )
     long_items: Literal["split", "truncate", "reject"] = Field(
         "split", description="items over max_item_seconds: split into segments, keep the start, or reject"
     )
-    segment_overlap_seconds: float = Field(0.0, ge=0.0, le=86_400.0, description="overlap of consecutive segments")
+    segment_overlap_seconds: float = Field(
+        0.0, ge=0.0, le=86_400.0, description="overlap of consecutive segments; at most half of max_item_seconds"
+    )
     shard: ShardBudget = Field(default_factory=ShardBudget)
     codec: component_union("codec") = Field(  # type: ignore[valid-type]
         default_factory=lambda: {"type": "flac"}, validate_default=True, description="how shard audio is stored"
@@ -72,11 +93,12 @@ class DataConfig(StrictModel):
                     f"min_item_seconds ({self.min_item_seconds}) must not exceed max_item_seconds "
                     f"({self.max_item_seconds})"
                 )
-            if self.segment_overlap_seconds >= self.max_item_seconds:
-                raise ValueError(
-                    f"segment_overlap_seconds ({self.segment_overlap_seconds}) must be below max_item_seconds "
-                    f"({self.max_item_seconds})"
-                )
+            if self.segment_overlap_seconds > self.max_item_seconds / 2:
+                check_fields(self, [(("segment_overlap_seconds",), (
+                    f"must be at most half of max_item_seconds ({self.max_item_seconds / 2:g} s), got "
+                    f"{self.segment_overlap_seconds:g}: segments start every max_item_seconds - overlap seconds, "
+                    "so an overlap near the segment length makes a long file into a huge number of segments"
+                ))])  # fmt: skip
         return self
 
 
@@ -114,6 +136,9 @@ class AutoencoderModelConfig(StrictModel):
         return self.encoder.downsampling_ratio
 
 
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]  # an Adam moment decay: 1 or more never forgets, and diverges
+
+
 class AutoencoderTrainingConfig(StrictModel):
     """The train_autoencoder stage: random crops from the shards, L1 + multi-resolution STFT + mel losses."""
 
@@ -121,7 +146,7 @@ class AutoencoderTrainingConfig(StrictModel):
     batch_size: int = Field(8, ge=1, le=65_536)
     crop_seconds: float = Field(1.0, gt=0.0, le=3600.0, description="length of each random training crop")
     learning_rate: float = Field(1e-4, gt=0.0, le=10.0)
-    betas: tuple[float, float] = Field((0.8, 0.99), description="AdamW betas")
+    betas: tuple[Beta, Beta] = Field((0.8, 0.99), description="AdamW betas, each in [0, 1)")
     weight_decay: float = Field(1e-3, ge=0.0, le=10.0)
     grad_clip: float | None = Field(1.0, gt=0.0, description="max gradient norm; null: no clipping")
     kl_weight: float = Field(ge=0.0, le=1e6, description="weight of the VAE KL term (required: no hidden default)")
@@ -168,6 +193,11 @@ class AutoencoderConfig(StrictModel):
         problems = []
         if self.checkpoint is None and self.training is None:
             problems.append((("training",), "required when autoencoder.checkpoint is not set (the stage trains the model)"))
+        if self.checkpoint is not None and self.training is not None:
+            problems.append((("training",), (
+                "set together with autoencoder.checkpoint: it is ambiguous which weights are used; "
+                "remove `checkpoint` to train the model, or `training` to use the pretrained weights"
+            )))  # fmt: skip
         if self.checkpoint_prefix is not None and self.checkpoint is None:
             problems.append((("checkpoint_prefix",), "set, but autoencoder.checkpoint is not"))
         check_fields(self, problems)

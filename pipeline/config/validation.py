@@ -107,6 +107,8 @@ def _plain_message(item: dict[str, Any], parent: Any, loc: tuple[Any, ...]) -> s
             message = replacement + message[len(prefix):]
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         message = "expected a mapping of keys to values"
+    if kind == "path_type":
+        message = "expected a file or folder path"
     if "input" not in item or kind in ("value_error", "cross_field") or ", got " in message:
         return message
     return f"{message}, got {_show(item['input'])}"
@@ -136,5 +138,9 @@ def _described(model: Any, loc: tuple[Any, ...]) -> str:
 def _show(value: Any) -> str:
     if isinstance(value, (dict, list, tuple)):
         return f"a {type(value).__name__}"
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as the YAML says it
+    if isinstance(value, int) and value.bit_length() > 200:
+        return f"an integer of {value.bit_length()} bits"  # repr refuses past 4300 digits
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
