@@ -1,10 +1,16 @@
 """`pipeline train-autoencoder EXP`: train the autoencoder on random crops of the shards.
 
 Outputs in `<work_dir>/autoencoder/`: `model.safetensors` + `model.json` (written once, when the last
-step is done: what Snakemake declares), `metrics.jsonl` (one JSON line per log/eval event) and
-`checkpoints/last.pt`, the resumable state. Checkpoints live outside Snakemake's declared outputs,
-which it deletes before rerunning a job. A rerun resumes from the last checkpoint when its stage hash
-still matches the experiment; otherwise it starts over and says so.
+step is done: what Snakemake declares; they record the stage hash that made them, and pre-encode
+refuses weights whose hash is not the experiment's) and one directory per run,
+`runs/<run hash>/` with `checkpoint.pt` (the resumable state), `metrics.jsonl` (one JSON line per
+log/eval event) and `run.json` (the configuration of the run). The run hash is the stage hash without
+`training.steps`: raising `steps` continues a finished or running run, any other change starts a new
+run in its own directory and never touches another run's state. Checkpoints live outside
+Snakemake's declared outputs, which it deletes before rerunning a job.
+
+A non-finite loss (or non-finite weights at a checkpoint) stops training with an error; the last good
+checkpoint is kept and no weights are exported.
 
 The first `holdout_items` items of the last shards are never trained on; the held-out loss (the
 reconstruction loss on their first crop) is logged at step 0, every `eval_every` steps and at the end."""
@@ -25,16 +31,23 @@ from pipeline.config.experiment import Experiment
 from pipeline.config.hashing import stage_hash
 from pipeline.config.sections import AutoencoderTrainingConfig
 from pipeline.errors import UserFacingError
-from pipeline.models.autoencoder.checkpoints import save_autoencoder, trained_weights_path
+from pipeline.models.autoencoder.checkpoints import (
+    NonFiniteWeights, check_finite_weights, save_autoencoder, trained_weights_path,
+)  # fmt: skip
 from pipeline.models.autoencoder.model import Autoencoder
 from pipeline.shards.reader import RandomCrops, fixed_crop, read_items, shard_tars
 from pipeline.shards.run import load_plan
 from pipeline.shards.writer import manifest_path
 from pipeline.train.losses import ReconstructionLoss
-from pipeline.utils.atomic import atomic_path, remove_stale_temps
+from pipeline.utils.atomic import atomic_path, remove_stale_temps, write_json_atomic
 from pipeline.utils.devices import pick_device
 
-CHECKPOINT_NAME = "last.pt"
+CHECKPOINT_NAME = "checkpoint.pt"
+RUN_IGNORES = ("autoencoder.training.steps",)  # raising the step count continues the same run
+
+
+class TrainingDiverged(UserFacingError):
+    """A non-finite loss or weights: training stops, the last good checkpoint is kept."""
 
 
 @dataclass
@@ -57,12 +70,25 @@ def output_dir(experiment: Experiment) -> Path:
     return trained_weights_path(experiment).parent
 
 
+def run_hash(experiment: Experiment) -> str:
+    """The identity of a training run: the stage hash without the step count."""
+    return stage_hash(experiment, "train_autoencoder", ignoring=RUN_IGNORES)
+
+
+def runs_dir(experiment: Experiment) -> Path:
+    return output_dir(experiment) / "runs"
+
+
+def run_dir(experiment: Experiment) -> Path:
+    return runs_dir(experiment) / run_hash(experiment)
+
+
 def checkpoint_path(experiment: Experiment) -> Path:
-    return output_dir(experiment) / "checkpoints" / CHECKPOINT_NAME
+    return run_dir(experiment) / CHECKPOINT_NAME
 
 
 def metrics_path(experiment: Experiment) -> Path:
-    return output_dir(experiment) / "metrics.jsonl"
+    return run_dir(experiment) / "metrics.jsonl"
 
 
 def train_autoencoder(experiment: Experiment, progress: bool = True, max_steps: int | None = None) -> TrainResult:
@@ -89,6 +115,8 @@ def train_autoencoder(experiment: Experiment, progress: bool = True, max_steps: 
     _drop_metrics_after(experiment, step)  # lines a killed run logged after its last checkpoint
     if step == 0:
         first_eval = evaluate()
+        if not np.isfinite(first_eval):
+            _diverged(experiment, 0, f"the held-out loss of the initial model is {first_eval}")
         _log(experiment, {"step": 0, "eval_loss": first_eval})
     stop = training.steps if max_steps is None else min(training.steps, max_steps)
     batches = _batches(tars, crop_samples, experiment.seed, step, holdout_keys, training)
@@ -101,13 +129,15 @@ def train_autoencoder(experiment: Experiment, progress: bool = True, max_steps: 
         reconstruction, info = model(audio)
         reconstruction_loss, parts = criterion(reconstruction, audio)
         loss = reconstruction_loss + _bottleneck_loss(info, training)
+        loss_value = float(loss.detach())
+        if not np.isfinite(loss_value):
+            _diverged(experiment, step + 1, f"the loss is {loss_value}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if training.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip)
         optimizer.step()
         step += 1
-        loss_value = float(loss.detach())
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}")
         if step % training.log_every == 0 or step == stop:
@@ -115,6 +145,8 @@ def train_autoencoder(experiment: Experiment, progress: bool = True, max_steps: 
                               "seconds": round(time.monotonic() - started, 3)})  # fmt: skip
         if step % training.eval_every == 0 or step == training.steps:
             eval_loss = evaluate()
+            if not np.isfinite(eval_loss):
+                _diverged(experiment, step, f"the held-out loss is {eval_loss}")
             _log(experiment, {"step": step, "eval_loss": eval_loss})
         if step % training.checkpoint_every == 0 or step == stop:
             _save_checkpoint(experiment, model, optimizer, step, first_eval)
@@ -122,7 +154,7 @@ def train_autoencoder(experiment: Experiment, progress: bool = True, max_steps: 
     weights = None
     if step >= training.steps:
         weights = trained_weights_path(experiment)
-        save_autoencoder(model.eval(), weights)
+        save_autoencoder(model.eval(), weights, stage_hash=stage_hash(experiment, "train_autoencoder"))
     return TrainResult(step, training.steps, eval_loss, first_eval, weights)
 
 
@@ -195,28 +227,59 @@ def _batches(tars: list[Path], crop_samples: int, seed: int, step: int, exclude:
 
 
 def _resume(experiment: Experiment, model: Autoencoder, optimizer: torch.optim.Optimizer) -> tuple[int, float | None]:
-    """Load the last checkpoint if it belongs to this configuration; returns (step, first eval loss)."""
+    """Load this run's checkpoint if there is one; returns (step, first eval loss)."""
     path = checkpoint_path(experiment)
     remove_stale_temps(path.parent, path.name)
     if not path.is_file():
+        _start_run(experiment)
         return 0, None
     state = torch.load(path, map_location="cpu", weights_only=True)
-    wanted = stage_hash(experiment, "train_autoencoder")
-    if state.get("stage_hash") != wanted:
-        print(f"train-autoencoder: {path} belongs to another configuration; starting over")
-        return 0, None
+    steps = experiment.autoencoder.training.steps  # type: ignore[union-attr]
+    if int(state["step"]) > steps:
+        raise UserFacingError(
+            f"{path} is at step {state['step']}, beyond autoencoder.training.steps ({steps}): raise steps to "
+            f"continue that run, or move {path.parent} away to train this configuration from scratch"
+        )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
-    print(f"train-autoencoder: resuming from step {state['step']} ({path})")
+    print(f"train-autoencoder: resuming from step {state['step']} (run {run_hash(experiment)}, {path})")
     return int(state["step"]), state.get("first_eval_loss")
+
+
+def _start_run(experiment: Experiment) -> None:
+    """A fresh run directory, recording its configuration; other runs are left as they are."""
+    others = sorted(path.name for path in runs_dir(experiment).glob("*/") if path.name != run_hash(experiment))
+    kept = f"; other runs kept in {runs_dir(experiment)}: {', '.join(others)}" if others else ""
+    print(f"train-autoencoder: starting run {run_hash(experiment)}{kept}")
+    assert experiment.autoencoder is not None
+    write_json_atomic(run_dir(experiment) / "run.json", {
+        "run_hash": run_hash(experiment), "autoencoder": experiment.autoencoder.model_dump(mode="json"),
+        "seed": experiment.seed, "shard_stage_hash": stage_hash(experiment, "shard"),
+    })  # fmt: skip
+
+
+def _diverged(experiment: Experiment, step: int, what: str) -> None:
+    path = checkpoint_path(experiment)
+    kept = (f"the last good checkpoint (step {torch.load(path, weights_only=True)['step']}) is kept at {path}"
+            if path.is_file() else "no checkpoint was written yet")  # fmt: skip
+    _log(experiment, {"step": step, "error": f"diverged: {what}"})
+    raise TrainingDiverged(
+        f"train-autoencoder: {what} at step {step}: training diverged and stops; {kept}, no weights are exported. "
+        "Lower autoencoder.training.learning_rate or set autoencoder.training.grad_clip."
+    )
 
 
 def _save_checkpoint(experiment: Experiment, model: Autoencoder, optimizer: torch.optim.Optimizer, step: int,
                      first_eval: float | None) -> None:  # fmt: skip
+    try:
+        check_finite_weights(model.state_dict(), "the model")
+    except NonFiniteWeights as error:
+        _diverged(experiment, step, str(error))
     state = {
         "step": step,
         "stage_hash": stage_hash(experiment, "train_autoencoder"),
+        "run_hash": run_hash(experiment),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),

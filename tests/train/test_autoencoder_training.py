@@ -16,7 +16,8 @@ import torch
 
 from pipeline.audio.demo import plan_pieces, render_piece
 from pipeline.config import load_experiment
-from pipeline.models.autoencoder.checkpoints import experiment_autoencoder, load_saved
+from pipeline.config import stage_hash
+from pipeline.models.autoencoder.checkpoints import experiment_autoencoder, load_saved, read_saved_description
 from pipeline.models.autoencoder.model import Autoencoder
 from pipeline.train.autoencoder import checkpoint_path, metrics_path, train_autoencoder
 from pipeline.train.losses import ReconstructionLoss
@@ -96,20 +97,61 @@ def test_sigkill_then_rerun_resumes_from_the_last_checkpoint(sharded_experiment)
     assert not [p for p in weights.parent.rglob("*") if ".tmp-" in p.name]
 
 
-def test_max_steps_then_config_change_starts_over(sharded_experiment):
-    path = sharded_experiment(training=dict(steps=30, checkpoint_every=10, eval_every=10, log_every=5))
+def test_a_config_change_starts_a_new_run_and_keeps_the_old_one(sharded_experiment):
+    path = sharded_experiment(training=dict(steps=30, checkpoint_every=5, eval_every=10, log_every=5))
+    experiment = load_experiment(path)
     first = _cli("train-autoencoder", str(path), "--quiet", "--max-steps", "10")
     assert first.returncode == 0, first.stderr
     assert "step 10/30" in first.stdout and "rerun to continue" in first.stdout
+    old_run = checkpoint_path(experiment).parent
+    old_metrics = metrics_path(experiment).read_text()
     changed = _cli("train-autoencoder", str(path), "--quiet", "--max-steps", "5", "autoencoder.training.kl_weight=0.01")
     assert changed.returncode == 0, changed.stderr
-    assert "another configuration; starting over" in changed.stdout and "step 5/30" in changed.stdout
+    assert f"other runs kept in {old_run.parent}: {old_run.name}" in changed.stdout and "step 5/30" in changed.stdout
+    assert torch.load(checkpoint_path(experiment), weights_only=True)["step"] == 10  # untouched
+    assert metrics_path(experiment).read_text() == old_metrics
+    back = _cli("train-autoencoder", str(path), "--quiet", "--max-steps", "15")  # the first config again
+    assert back.returncode == 0, back.stderr
+    assert "resuming from step 10" in back.stdout and "step 15/30" in back.stdout
 
 
-def test_a_configured_checkpoint_replaces_the_stage(sharded_experiment, tmp_path):
+def test_raising_steps_continues_a_finished_run(sharded_experiment):
+    path = sharded_experiment(training=dict(steps=6, checkpoint_every=3, eval_every=3, log_every=3))
+    experiment = load_experiment(path)
+    first = _cli("train-autoencoder", str(path), "--quiet")
+    assert first.returncode == 0 and "step 6/6" in first.stdout, first.stderr
+    weights = experiment.work_dir / "autoencoder" / "model.safetensors"
+    assert read_saved_description(weights)["stage_hash"] == stage_hash(experiment, "train_autoencoder")
+    raised = _cli("train-autoencoder", str(path), "--quiet", "autoencoder.training.steps=9")
+    assert raised.returncode == 0, raised.stderr
+    assert "from step 6" in raised.stdout and "step 9/9" in raised.stdout
+    longer = load_experiment(path, ["autoencoder.training.steps=9"])
+    assert read_saved_description(weights)["stage_hash"] == stage_hash(longer, "train_autoencoder")
+    records = [json.loads(line) for line in metrics_path(experiment).read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [3, 6, 9]
+    lowered = _cli("train-autoencoder", str(path), "--quiet", "autoencoder.training.steps=4")
+    assert lowered.returncode == 1 and "beyond autoencoder.training.steps (4)" in lowered.stderr
+    assert "Traceback" not in lowered.stderr
+
+
+def test_divergence_stops_with_an_error_and_keeps_the_last_good_checkpoint(sharded_experiment):
+    path = sharded_experiment(training=dict(steps=40, learning_rate=10.0, grad_clip=None, checkpoint_every=1,
+                                            eval_every=40, log_every=1))  # fmt: skip
+    experiment = load_experiment(path)
+    result = _cli("train-autoencoder", str(path), "--quiet")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "training diverged and stops" in result.stderr and "Traceback" not in result.stderr
+    assert "learning_rate" in result.stderr and "no weights are exported" in result.stderr
+    assert not (experiment.work_dir / "autoencoder" / "model.safetensors").exists()
+    state = torch.load(checkpoint_path(experiment), weights_only=True)
+    assert all(torch.isfinite(tensor).all() for tensor in state["model"].values() if tensor.is_floating_point())
+    assert f"the last good checkpoint (step {state['step']}) is kept" in result.stderr
+
+
+def test_a_configured_checkpoint_and_training_together_are_a_config_error(sharded_experiment, tmp_path):
     path = sharded_experiment(training=dict(steps=1))
     result = _cli("train-autoencoder", str(path), f"autoencoder.checkpoint={tmp_path / 'pretrained.safetensors'}")
-    assert result.returncode == 1 and "uses pretrained weights" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "autoencoder.training" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_rvq_trains_with_its_commitment_loss(sharded_experiment):
