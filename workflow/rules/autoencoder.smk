@@ -1,6 +1,6 @@
 # Stage 3: train the autoencoder, only when the experiment names no pretrained checkpoint.
 # Later stages take AUTOENCODER_WEIGHTS as input: the configured checkpoint or this rule's output.
-# Resumable checkpoints live in autoencoder/checkpoints/, outside the declared outputs (Snakemake
+# Resumable checkpoints live in autoencoder/runs/<run hash>/, outside the declared outputs (Snakemake
 # deletes a job's outputs before it runs it again).
 
 from pipeline.models.autoencoder.checkpoints import trained_weights_path, weights_path
