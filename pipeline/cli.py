@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -13,6 +14,7 @@ from typing import Callable, Sequence
 import yaml
 
 EXIT_CONFIG_ERROR = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
 
 
 def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
@@ -263,6 +265,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a reader that goes away (`pipeline validate EXP | head -1`) ends it quietly."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, where it can be handled, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        _discard_output()
+        return EXIT_BROKEN_PIPE
+
+
+def _discard_output() -> None:
+    """Point stdout and stderr at /dev/null, so that nothing (not Python's final flush) writes to the pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError, AttributeError):  # a stream without a file descriptor (tests)
+            pass
+    os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from pipeline.config.errors import ConfigError
     from pipeline.errors import UserFacingError
 

@@ -107,3 +107,45 @@ def test_plan_with_missing_audio_dir(tmp_path):
     result = run_cli("plan", str(DEMO_EXPERIMENT), f"paths.audio_dir={tmp_path / 'nope'}", f"paths.work_dir={tmp_path}")
     assert result.returncode == 1 and "paths.audio_dir does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _with_closed_stdout(*args: str) -> subprocess.CompletedProcess:
+    """Run the CLI with stdout a pipe whose reader is already gone, as in `pipeline ... | head -1`."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run([sys.executable, "-m", "pipeline", *args], stdout=write, stderr=subprocess.PIPE,
+                              text=True, cwd=REPO_ROOT, timeout=120)  # fmt: skip
+    finally:
+        os.close(write)
+
+
+def test_a_closed_stdout_pipe_ends_quietly():
+    for args in (("validate", str(DEMO_EXPERIMENT)), ("show", str(DEMO_EXPERIMENT)), ("schema",)):
+        result = _with_closed_stdout(*args)
+        assert result.returncode == 141, (args, result.stderr)
+        assert result.stderr == "", (args, result.stderr)  # no BrokenPipeError traceback, no "Exception ignored"
+
+
+def test_validate_piped_into_head_prints_one_line():
+    result = subprocess.run(f"'{sys.executable}' -m pipeline show '{DEMO_EXPERIMENT}' | head -1", shell=True,
+                            capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)  # fmt: skip
+    assert result.stdout == "name: demo\n" and "Traceback" not in result.stderr and "Error" not in result.stderr
+
+
+def test_hostile_experiment_files_are_config_errors_not_tracebacks(tmp_path):
+    laughs = "name: x\npaths: {audio_dir: a}\na: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(8)
+    )
+    (tmp_path / "laughs.yaml").write_text(laughs)
+    (tmp_path / "loop.yaml").symlink_to(tmp_path / "loop.yaml")
+    (tmp_path / "control.yaml").write_text("name: x\x1b\npaths: {audio_dir: a}\n")
+    for name in ("laughs.yaml", "loop.yaml", "control.yaml"):
+        result = subprocess.run([sys.executable, "-m", "pipeline", "validate", str(tmp_path / name)],
+                                capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)  # fmt: skip
+        assert result.returncode == 2, (name, result.stderr)
+        assert "Traceback" not in result.stderr
+        problems = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
+        assert len(problems) == 1 and str(tmp_path / name) in problems[0], (name, result.stderr)

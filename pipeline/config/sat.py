@@ -48,7 +48,9 @@ def import_sat_config(path: str | Path, checkpoint: str | None = None, checkpoin
         section["checkpoint"] = checkpoint
         if checkpoint_prefix is not None:
             section["checkpoint_prefix"] = checkpoint_prefix
-    if training is not None:
+    if training is not None and checkpoint is not None:
+        notes.append("training settings not carried over: with autoencoder.checkpoint set, the model is not trained")
+    elif training is not None:
         section["training"], notes = _training(training, document, sample_rate, model["bottleneck"]["type"])
     elif checkpoint is None:
         notes.append("no training settings in the source: set autoencoder.checkpoint to the pretrained weights")

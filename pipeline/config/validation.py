@@ -18,12 +18,19 @@ def problems_from_validation_error(
     """`skip_missing`: a file of the chain could not be read, so "required key is missing" would mislead."""
     problems = []
     for item in error.errors(include_url=False):
-        if skip_missing and item["type"] == "missing":
+        if (skip_missing and item["type"] == "missing") or _echo_of_item_errors(item):
             continue
         loc, parent = _clean_loc(root, item["loc"])
         path = dotted(loc)
         problems.append(ConfigProblem(path, _plain_message(item, parent, loc), document.origin_of(loc)))
     return problems
+
+
+def _echo_of_item_errors(item: dict[str, Any]) -> bool:
+    """Pydantic adds "should have at least 1 item after validation, not 0" to a long enough list whose
+    items failed: those item errors say it all."""
+    given, minimum = item.get("input"), item.get("ctx", {}).get("min_length")
+    return item["type"] == "too_short" and isinstance(given, (list, tuple)) and isinstance(minimum, int) and len(given) >= minimum
 
 
 def _clean_loc(root: type[BaseModel], raw_loc: Iterable[Any]) -> tuple[tuple[Any, ...], Any]:

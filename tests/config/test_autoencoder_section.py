@@ -150,3 +150,11 @@ def test_import_sat_cli(tmp_path):
     )  # fmt: skip
     assert unsupported.returncode == 1 and "Traceback" not in unsupported.stderr
     assert "supported encoder types: oobleck" in unsupported.stderr
+
+
+def test_import_sat_with_a_checkpoint_leaves_training_out(write_yaml):
+    """checkpoint and training together are ambiguous (issue 10): the import keeps the checkpoint."""
+    sections, notes = import_sat_config(SAO_VAE, checkpoint="/models/sao_vae.ckpt")
+    assert "training" not in sections["autoencoder"] and any("not carried over" in note for note in notes)
+    experiment = load_experiment(write_yaml("exp.yaml", {"name": "x", "paths": {"audio_dir": "a"}, **sections}))
+    assert experiment.autoencoder.training is None
