@@ -8,6 +8,8 @@ import json
 import pytest
 import torch
 
+from pipeline.errors import UserFacingError
+
 from pipeline.config import load_experiment
 from pipeline.config.sections import AutoencoderModelConfig
 from pipeline.models.autoencoder.checkpoints import (
@@ -187,6 +189,14 @@ def test_stable_audio_tools_checkpoint_loads_through_the_experiment(tmp_path):
     with pytest.raises(CheckpointMismatch, match="unexpected") as error:  # no prefix given: nothing is guessed
         experiment_autoencoder(_experiment_with_checkpoint(tmp_path, reference, checkpoint))
     assert "missing" in str(error.value)
+    assert "pretransform.model.decoder.layers.0.weight_g" in str(error.value)  # named as in the file
+    assert "parametrizations" not in str(error.value)
+
+    wrapped = tmp_path / "wrapped.ckpt"  # every key under one wrapper prefix: the hint names the field
+    torch.save({key.replace("pretransform.model.", "module.autoencoder."): value
+                for key, value in state.items() if key.startswith("pretransform.")}, wrapped)  # fmt: skip
+    with pytest.raises(CheckpointMismatch, match=r"every key starts with 'module.autoencoder.'.*checkpoint_prefix"):
+        experiment_autoencoder(_experiment_with_checkpoint(tmp_path, reference, wrapped))
 
 
 def test_own_format_with_another_config_lists_the_differences(tmp_path):
@@ -199,5 +209,5 @@ def test_own_format_with_another_config_lists_the_differences(tmp_path):
 
 
 def test_missing_weights_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="autoencoder weights not found"):
+    with pytest.raises(UserFacingError, match="autoencoder weights not found"):
         experiment_autoencoder(_experiment_with_checkpoint(tmp_path, make("vae"), tmp_path / "nope.safetensors"))

@@ -7,6 +7,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from pipeline.errors import UserFacingError
+
 from pipeline.config.registry import build
 from pipeline.models.autoencoder.checkpoints import CheckpointMismatch, load_strict, normalise_keys, read_state_dict
 from pipeline.models.autoencoder.oobleck import OobleckEncoderConfig
@@ -70,7 +72,8 @@ def test_wrong_geometry_lists_every_mismatch(tmp_path):
     message = str(caught.value)
     assert "sat.ckpt does not fit the model" in message
     assert "missing (" in message and "wrong shape (" in message
-    assert "layers.0.parametrizations.weight.original1: checkpoint (4, 2, 7), model (8, 2, 7)" in message
+    assert "pretransform.model.encoder.layers.0.weight_v: checkpoint (4, 2, 7), model (8, 2, 7)" in message
+    assert "parametrizations" not in message  # keys named as in the user's file
 
 
 def test_unexpected_keys_and_unstripped_prefix_are_errors():
@@ -84,5 +87,5 @@ def test_unexpected_keys_and_unstripped_prefix_are_errors():
 
 
 def test_missing_file():
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+    with pytest.raises(UserFacingError, match="checkpoint not found"):
         read_state_dict("/nonexistent/vae.safetensors")

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from pipeline.models.autoencoder.model import Autoencoder
 
 LEGACY_WEIGHT_NORM = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
-KNOWN_PREFIXES = ("pretransform.model.", "autoencoder.", "model.")
+TOP_LEVEL = ("encoder", "decoder", "bottleneck")  # the autoencoder's own first key components
 
 
 class CheckpointMismatch(UserFacingError):
@@ -35,7 +35,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a `.safetensors` file or a torch `.ckpt`/`.pt` (its `state_dict` entry if present)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise UserFacingError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -48,11 +48,31 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(loaded)
 
 
-def normalise_keys(state_dict: Mapping[str, torch.Tensor], strip_prefixes: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+class NormalisedState(dict):
+    """Tensors under the model's key names that remember what the user's file calls each key, so
+    errors name keys as the user sees them (`...weight_g`, with its prefix), not as torch renames them."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], file_names: dict[str, str], prefix: str, legacy: bool):
+        super().__init__(tensors)
+        self.file_names, self.prefix, self.legacy = file_names, prefix, legacy
+
+    def file_name(self, key: str) -> str:
+        """The name of `key` in the file (or, for a key the file lacks, the name it would have there)."""
+        if key in self.file_names:
+            return self.file_names[key]
+        if self.legacy:
+            for old, new in LEGACY_WEIGHT_NORM.items():
+                key = key.removesuffix(new) + old if key.endswith(new) else key
+        return self.prefix + key
+
+
+def normalise_keys(state_dict: Mapping[str, torch.Tensor], strip_prefixes: Iterable[str] = ()) -> NormalisedState:
     """Strip the named prefixes (only keys that carry one are kept) and rename legacy weight-norm keys."""
     prefixes = tuple(strip_prefixes)
     renamed: dict[str, torch.Tensor] = {}
-    for key, tensor in state_dict.items():
+    file_names: dict[str, str] = {}
+    for original, tensor in state_dict.items():
+        key = original
         if prefixes:
             prefix = next((p for p in prefixes if key.startswith(p)), None)
             if prefix is None:
@@ -62,16 +82,34 @@ def normalise_keys(state_dict: Mapping[str, torch.Tensor], strip_prefixes: Itera
         if leaf in LEGACY_WEIGHT_NORM:
             key = f"{head}.{LEGACY_WEIGHT_NORM[leaf]}" if head else LEGACY_WEIGHT_NORM[leaf]
         renamed[key] = tensor
-    return renamed
+        file_names[key] = original
+    legacy = any(name.rpartition(".")[2] in LEGACY_WEIGHT_NORM for name in file_names.values())
+    return NormalisedState(renamed, file_names, prefixes[0] if len(prefixes) == 1 else "", legacy)
+
+
+def wrapper_prefix(keys: Iterable[str], top_level: Iterable[str] = TOP_LEVEL) -> str | None:
+    """The dotted prefix every key carries before the model's own names (`model.`, `module.autoencoder.`),
+    or None when the keys already start with the model's names or share no such prefix."""
+    tops = set(top_level)
+    found: set[str] = set()
+    for key in keys:
+        parts = key.split(".")
+        start = next((i for i, part in enumerate(parts[:-1]) if part in tops), None)
+        if start is None:
+            return None
+        found.add(".".join(parts[:start]) + "." if start else "")
+    return found.pop() if len(found) == 1 and "" not in found else None
 
 
 def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Load `state_dict` into `module` or raise CheckpointMismatch listing every difference."""
+    """Load `state_dict` into `module` or raise CheckpointMismatch listing every difference (named as
+    in the file when `state_dict` came from `normalise_keys`)."""
+    name = state_dict.file_name if isinstance(state_dict, NormalisedState) else str
     expected = module.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
+    missing = sorted(name(key) for key in set(expected) - set(state_dict))
+    unexpected = sorted(name(key) for key in set(state_dict) - set(expected))
     misshaped = sorted(
-        f"{key}: checkpoint {tuple(state_dict[key].shape)}, model {tuple(expected[key].shape)}"
+        f"{name(key)}: checkpoint {tuple(state_dict[key].shape)}, model {tuple(expected[key].shape)}"
         for key in set(expected) & set(state_dict)
         if tuple(state_dict[key].shape) != tuple(expected[key].shape)
     )
@@ -177,7 +215,14 @@ def load_autoencoder(
         if differences:
             raise CheckpointMismatch(f"{path} was saved with another autoencoder config:\n  " + "\n  ".join(differences))
     model = Autoencoder(config, sample_rate)
-    state = normalise_keys(read_state_dict(path), [strip_prefix] if strip_prefix else [])
+    tensors = read_state_dict(path)
+    prefix = wrapper_prefix(tensors) if strip_prefix is None else None
+    if prefix is not None:
+        raise CheckpointMismatch(
+            f"{path}: every key starts with {prefix!r} (the autoencoder inside a wrapper): set "
+            f"`autoencoder.checkpoint_prefix: {prefix!r}` to load it"
+        )
+    state = normalise_keys(tensors, [strip_prefix] if strip_prefix else [])
     load_strict(model, state, source=str(path))
     check_finite_weights(state, str(path))
     return model.eval()
