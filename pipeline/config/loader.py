@@ -42,6 +42,19 @@ class _Loader(yaml.SafeLoader):
         self._depth = 0
         super().__init__(stream)
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """PyYAML's constructors raise what they meet (`!!float ''` is an IndexError, a 5000-digit integer
+        a ValueError): make each a YAML error at the value's line."""
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except Exception as error:  # noqa: BLE001 - whatever a constructor raises is a bad value
+            reason = str(error).split(";")[0] or type(error).__name__
+            raise yaml.constructor.ConstructorError(
+                problem=f"cannot read this {node.tag.rsplit(':', 1)[-1]} value ({reason})", problem_mark=node.start_mark
+            ) from None
+
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         self._depth += 1
         try:
@@ -92,8 +105,6 @@ def construct(node: yaml.Node) -> Any:
     loader = _Loader("")
     try:
         return loader.construct_document(node)
-    except ValueError as error:  # e.g. an integer of more digits than Python converts
-        raise yaml.constructor.ConstructorError(problem=str(error), problem_mark=node.start_mark) from None
     finally:
         loader.dispose()
 
