@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from pipeline.config import load_experiment
-from pipeline.config.sections import AutoencoderModelConfig
+from pipeline.models.autoencoder.config import AutoencoderModelConfig
 from pipeline.models.autoencoder.model import Autoencoder, frames_for
 
 DEMO_EXPERIMENT = Path(__file__).resolve().parent.parent / "configs/experiments/demo.yaml"

@@ -37,15 +37,16 @@ import yaml
 from pipeline.audio.demo import write_demo_data
 from pipeline.config import load_experiment
 from pipeline.config.experiment import Experiment
-from pipeline.encode.pre_encode import encode_items, planned_indices, pre_encode_shard, store_path
+from pipeline.autoencoder import experiment_autoencoder
+from pipeline.encode.pre_encode import encode_items, planned_indices, pre_encode_shard
+from pipeline.layout import layout_of
 from pipeline.latents.index import build_index
 from pipeline.config.hashing import stage_hash
-from pipeline.models.autoencoder.checkpoints import experiment_autoencoder, save_autoencoder, trained_weights_path
+from pipeline.models.autoencoder.checkpoints import save_autoencoder
 from pipeline.models.autoencoder.model import Autoencoder
 from pipeline.shards.plan import write_plan
 from pipeline.shards.reader import ShardItem, read_items
 from pipeline.shards.run import write_all_shards
-from pipeline.shards.writer import tar_path
 from pipeline.utils.devices import pick_device
 
 DEMO_EXPERIMENT = Path(__file__).resolve().parent.parent / "configs/experiments/demo.yaml"
@@ -63,7 +64,7 @@ def setup(work: Path, seconds: float, overrides: list[str]) -> Experiment:
     write_all_shards(experiment, progress=False)
     torch.manual_seed(0)
     save_autoencoder(Autoencoder(experiment.autoencoder.model, experiment.data.sample_rate).eval(),
-                     trained_weights_path(experiment), stage_hash(experiment, "train_autoencoder"))  # fmt: skip
+                     layout_of(experiment).autoencoder_weights, stage_hash(experiment, "train_autoencoder"))  # fmt: skip
     return experiment
 
 
@@ -143,7 +144,7 @@ def bench_encode(experiment: Experiment, repeats: int) -> dict[str, object]:
     started, model = time.perf_counter(), experiment_autoencoder(experiment)
     load_seconds = time.perf_counter() - started
     indices = planned_indices(experiment)
-    shards = {index: list(read_items([tar_path(experiment, index)])) for index in indices}
+    shards = {index: list(read_items([layout_of(experiment).shard_tar(index)])) for index in indices}
     runs: dict[str, Callable[[int], object]] = {
         "end-to-end": lambda i: pre_encode_shard(experiment, i, force=True, model=model),
         "encoder alone": lambda i: encoder_alone(experiment, shards[i], model),
@@ -159,7 +160,7 @@ def bench_encode(experiment: Experiment, repeats: int) -> dict[str, object]:
 
 
 def bench_reads(experiment: Experiment, scratch: Path, frames: int, reads: int, repeats: int) -> dict[str, object]:
-    stores = [store_path(experiment, index) for index in planned_indices(experiment)]
+    stores = [layout_of(experiment).store(index) for index in planned_indices(experiment)]
     index = build_index(experiment)
     folder = scratch / "sat_latents"
     write_npy_layout(stores, folder)

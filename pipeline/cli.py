@@ -194,7 +194,7 @@ def _expected_identity(experiment_file: Path | None) -> dict[str, str] | None:
     if experiment_file is None:
         return None
     from pipeline.config import load_experiment, stage_hash
-    from pipeline.encode.pre_encode import current_weights_sha256
+    from pipeline.autoencoder import current_weights_sha256
 
     experiment = load_experiment(experiment_file)
     return {"autoencoder_weights_sha256": current_weights_sha256(experiment), "stage_hash": stage_hash(experiment, "pre_encode")}

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from pipeline.config.registry import registered
 from pipeline.errors import UserFacingError
-from pipeline.config.sections import AutoencoderModelConfig
+from pipeline.models.autoencoder.config import AutoencoderModelConfig
 
 # Keys stable-audio-tools puts beside `type`/`config` that say nothing about the architecture.
 IGNORED_COMPONENT_KEYS = {"requires_grad"}

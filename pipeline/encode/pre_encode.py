@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -27,25 +27,16 @@ from pipeline.config.hashing import stage_hash
 from pipeline.config.sections import PreEncodeConfig
 from pipeline.errors import UserFacingError
 from pipeline.latents.store import FORMAT, VERSION, ItemRecord, StoreWriter, autoencoder_attributes, read_attributes
+from pipeline.autoencoder import current_weights_sha256, experiment_autoencoder
 from pipeline.latents.verify import verify
-from pipeline.models.autoencoder.checkpoints import check_weights_belong, experiment_autoencoder
+from pipeline.layout import layout_of
 from pipeline.models.autoencoder.model import Autoencoder, frames_for
-from pipeline.shards.plan import shard_name
 from pipeline.shards.reader import ShardItem, read_items
-from pipeline.shards.writer import manifest_path, tar_path
-from pipeline.utils.atomic import remove_stale_temps, sha256_file
+from pipeline.utils.atomic import remove_stale_temps
 from pipeline.utils.devices import pick_device
 
 LOOKAHEAD_BATCHES = 8  # items are length-sorted within blocks of this many batches (bounded memory)
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def latents_dir(experiment: Experiment) -> Path:
-    return experiment.work_dir / "latents"
-
-
-def store_path(experiment: Experiment, index: int) -> Path:
-    return latents_dir(experiment) / f"{shard_name(index)}.h5"
 
 
 @dataclass
@@ -71,7 +62,7 @@ class Encoded:
 
 def expected_provenance(experiment: Experiment, index: int) -> dict[str, str]:
     """What a store must record to count as up to date."""
-    manifest_file = manifest_path(experiment, index)
+    manifest_file = layout_of(experiment).manifest(index)
     if not manifest_file.is_file():
         raise UserFacingError(f"shard {index} is not written ({manifest_file} missing): run the shard stage first")
     manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
@@ -81,23 +72,6 @@ def expected_provenance(experiment: Experiment, index: int) -> dict[str, str]:
         "source_shard_sha256": manifest["tar_sha256"],
         "autoencoder_weights_sha256": current_weights_sha256(experiment),
     }
-
-
-def current_weights_sha256(experiment: Experiment) -> str:
-    """sha256 of the experiment's autoencoder weights, after checking they belong to it (not stale)."""
-    weights = check_weights_belong(experiment)
-    return _weights_sha256(weights, *_file_version(weights))
-
-
-def _file_version(path: Path) -> tuple[int, int]:
-    status = path.stat()
-    return status.st_size, status.st_mtime_ns
-
-
-@functools.lru_cache(maxsize=4)
-def _weights_sha256(path: Path, size: int, mtime_ns: int) -> str:
-    """sha256 of a weights file, hashed once per (path, size, mtime) rather than once per shard."""
-    return sha256_file(path)
 
 
 def is_up_to_date(store: Path, expected: dict[str, str]) -> bool:
@@ -123,10 +97,12 @@ def _current_attributes(store: Path, expected: dict[str, str]) -> dict[str, Any]
 
 
 def pre_encode_shard(experiment: Experiment, index: int, force: bool = False, progress: bool = False,
-                     model: Autoencoder | None = None) -> EncodeResult:  # fmt: skip
-    """Encode shard `index` into its store unless an up-to-date store exists."""
+                     model: Autoencoder | Callable[[], Autoencoder] | None = None) -> EncodeResult:  # fmt: skip
+    """Encode shard `index` into its store unless an up-to-date store exists. `model`: the frozen
+    autoencoder, or a function returning it (called only when the shard needs encoding)."""
     expected = expected_provenance(experiment, index)
-    store = store_path(experiment, index)
+    layout = layout_of(experiment)
+    store = layout.store(index)
     attributes = None if force else _current_attributes(store, expected)
     if attributes is not None:
         return EncodeResult(index, attributes["items"], attributes["frames"], attributes["seconds"], skipped=True)
@@ -135,19 +111,25 @@ def pre_encode_shard(experiment: Experiment, index: int, force: bool = False, pr
     started = time.monotonic()
     config = experiment.pre_encode
     device = pick_device(config.device)
-    model = (model or experiment_autoencoder(experiment)).to(device)
+    model = _frozen_model(experiment, model).to(device)
     attributes = _store_attributes(model, expected, config, device)
-    manifest = json.loads(manifest_path(experiment, index).read_text(encoding="utf-8"))
+    manifest = json.loads(layout.manifest(index).read_text(encoding="utf-8"))
     width = model.n_codebooks if model.is_discrete else model.latent_dim
     with_scale = config.store_scale and model.config.bottleneck.type == "vae"
     compression = None if config.compression == "none" else config.compression
     with StoreWriter(store, attributes, width, model.is_discrete, with_scale, compression) as writer:
         workers = config.num_workers if config.num_workers is not None else int(device.type == "cuda")
-        items = background_items(tar_path(experiment, index), workers)
+        items = background_items(layout.shard_tar(index), workers)
         for encoded in _progress(encode_items(items, model, config, device), len(manifest["items"]), progress, index):
             writer.append(encoded.record, encoded.values, encoded.scale)
     return EncodeResult(index, len(writer.items), writer.frames, writer.frames / model.latent_rate, skipped=False,
                         wall_seconds=time.monotonic() - started)  # fmt: skip
+
+
+def _frozen_model(experiment: Experiment, model: Autoencoder | Callable[[], Autoencoder] | None) -> Autoencoder:
+    if model is None:
+        return experiment_autoencoder(experiment)
+    return model if isinstance(model, Autoencoder) else model()
 
 
 def planned_indices(experiment: Experiment) -> list[int]:
@@ -160,13 +142,8 @@ def pre_encode_all(experiment: Experiment, workers: int = 1, force: bool = False
     """Every planned shard; `workers` > 1 runs that many processes (each loads the model once)."""
     indices = planned_indices(experiment)
     if workers <= 1:
-        model = None
-        results = []
-        for index in indices:
-            if model is None and (force or not is_up_to_date(store_path(experiment, index), expected_provenance(experiment, index))):
-                model = experiment_autoencoder(experiment)
-            results.append(pre_encode_shard(experiment, index, force=force, progress=progress, model=model))
-        return results
+        model = functools.cache(lambda: experiment_autoencoder(experiment))  # loaded once, when first needed
+        return [pre_encode_shard(experiment, index, force=force, progress=progress, model=model) for index in indices]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 

@@ -21,7 +21,8 @@ from pipeline import __version__
 from pipeline.config.experiment import Experiment
 from pipeline.config.hashing import stage_hash
 from pipeline.errors import UserFacingError
-from pipeline.encode.pre_encode import current_weights_sha256, latents_dir, planned_indices, store_path
+from pipeline.autoencoder import current_weights_sha256
+from pipeline.layout import layout_of
 from pipeline.latents.store import (
     INDEX_FIELDS, INDEX_FORMAT, STRING, VERSION, RunningStats, combined_digest, create_hashed, dataset_digests,
     file_attributes, read_index, write_stats,
@@ -37,18 +38,17 @@ IDENTITY_STRINGS = ("content_sha256", "autoencoder_weights_sha256", "stage_hash"
 IDENTITY_COUNTS = ("items", "frames")
 
 
-def index_path(experiment: Experiment) -> Path:
-    return latents_dir(experiment) / "index.h5"
-
-
 def build_index(experiment: Experiment) -> Path:
-    stores = [store_path(experiment, index) for index in planned_indices(experiment)]
+    from pipeline.shards.run import load_plan
+
+    layout = layout_of(experiment)
+    stores = [layout.store(shard["index"]) for shard in load_plan(experiment)["shards"]]
     missing = [str(store) for store in stores if not store.is_file()]
     if missing:
         raise UserFacingError(f"{len(missing)} shard store(s) missing, run pre-encode first: {', '.join(missing[:5])}")
     if not stores:
         raise UserFacingError("the plan has no shards: nothing to index")
-    target = index_path(experiment)
+    target = layout.index
     with atomic_path(target) as temporary:
         write_index_file(temporary, stores, stage_hash(experiment, "pre_encode"), current_weights_sha256(experiment))
     return target

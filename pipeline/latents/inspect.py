@@ -15,34 +15,14 @@ import h5py
 import numpy as np
 
 from pipeline.errors import UserFacingError
-from pipeline.latents.store import FORMAT, INDEX_FORMAT, read_attributes, read_index
+from pipeline.latents.store import KINDS, data_name, open_store, read_index
 
-KINDS = {FORMAT: "shard store", INDEX_FORMAT: "index"}
 EXTREMES = 5  # largest / smallest items listed
 TOP_CODES = 5  # most frequent codes listed per codebook
 READ_ATTRIBUTES = ("latent_rate", "items", "frames")  # what describe / plot cannot do without
 
 
 # --- opening ----------------------------------------------------------------------------------------
-def open_store(path: str | Path) -> tuple[h5py.File, dict[str, Any]]:
-    """The open file and its root attributes; UserFacingError naming the file when it is not a store or index."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserFacingError(f"{path}: no such file")
-    try:
-        attributes = read_attributes(path)
-        file = h5py.File(path, "r")
-    except OSError as error:
-        raise UserFacingError(f"{path} cannot be opened as HDF5 (truncated or not a latent store): {error}") from None
-    if attributes.get("format") not in KINDS:
-        file.close()
-        raise UserFacingError(
-            f"{path} is not a latent store or index (format attribute {attributes.get('format')!r}, "
-            f"expected {FORMAT!r} or {INDEX_FORMAT!r})"
-        )
-    return file, attributes
-
-
 def open_readable(path: str | Path) -> tuple[h5py.File, dict[str, Any]]:
     """`open_store`, also requiring what describing and plotting rely on (else: run `pipeline verify`)."""
     file, attributes = open_store(path)
@@ -53,11 +33,6 @@ def open_readable(path: str | Path) -> tuple[h5py.File, dict[str, Any]]:
         file.close()
         raise UserFacingError(f"{path} is damaged, it lacks {', '.join(missing)}: run `pipeline verify {path}`")
     return file, attributes
-
-
-def data_name(attributes: dict[str, Any]) -> str:
-    """The dataset holding the frames: /codes for discrete autoencoders, /latents otherwise."""
-    return "codes" if attributes.get("is_discrete") else "latents"
 
 
 def provenance(attributes: dict[str, Any]) -> dict[str, Any]:

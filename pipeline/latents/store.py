@@ -330,3 +330,32 @@ def autoencoder_attributes(model: Any, weights_sha256: str) -> dict[str, Any]:
         "autoencoder_config": json.dumps(model.config.model_dump(mode="json"), sort_keys=True),
         "autoencoder_weights_sha256": weights_sha256,
     }
+
+
+KINDS = {FORMAT: "shard store", INDEX_FORMAT: "index"}
+
+
+def open_store(path: str | Path) -> tuple[h5py.File, dict[str, Any]]:
+    """The open file and its root attributes; UserFacingError naming the file when it is not a store or index."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserFacingError(f"{path} is a directory, not a latent store (expected latents/shard-NNNNNN.h5 or latents/index.h5)")
+    if not path.is_file():
+        raise UserFacingError(f"{path}: no such file")
+    try:
+        attributes = read_attributes(path)
+        file = h5py.File(path, "r")
+    except OSError as error:
+        raise UserFacingError(f"{path} cannot be opened as HDF5 (truncated or not a latent store): {error}") from None
+    if attributes.get("format") not in KINDS:
+        file.close()
+        raise UserFacingError(
+            f"{path} is not a latent store or index (format attribute {attributes.get('format')!r}, "
+            f"expected {FORMAT!r} or {INDEX_FORMAT!r})"
+        )
+    return file, attributes
+
+
+def data_name(attributes: dict[str, Any]) -> str:
+    """The dataset holding the frames: /codes for discrete autoencoders, /latents otherwise."""
+    return "codes" if attributes.get("is_discrete") else "latents"

@@ -18,10 +18,11 @@ import h5py
 import numpy as np
 
 from pipeline.errors import UserFacingError
-from pipeline.latents.inspect import data_name, open_store
+from pipeline.layout import Layout
 from pipeline.latents.store import (
     CHUNK_FRAMES, DIGEST_ATTRIBUTE, INDEX_FIELDS, INDEX_FORMAT, ROOT_ATTRIBUTES, SHARD_ATTRIBUTES, VERSION,
-    ContentDigest, RunningStats, combined_digest, dataset_digests, read_attributes, read_index, recompute_digest,
+    ContentDigest, RunningStats, combined_digest, data_name, dataset_digests, open_store, read_attributes, read_index,
+    recompute_digest,
 )  # fmt: skip
 from pipeline.utils.atomic import sha256_file
 
@@ -258,7 +259,7 @@ def _check_recomputed_stats(store: Store, group: h5py.Group) -> Iterator[str]:
 def _check_source(store: Store) -> Iterator[str]:
     if store.is_index or not store.check_source or "source_shard" not in store.attributes:
         return
-    tar = store.path.parent.parent / "shards" / store.attributes["source_shard"]
+    tar = Layout.of_store(store.path).shards_dir / store.attributes["source_shard"]
     if not tar.is_file():
         yield f"source shard {tar} not found"
     elif sha256_file(tar) != store.attributes.get("source_shard_sha256"):

@@ -31,18 +31,15 @@ from pipeline.config.experiment import Experiment
 from pipeline.config.hashing import stage_hash
 from pipeline.config.sections import AutoencoderTrainingConfig
 from pipeline.errors import UserFacingError
-from pipeline.models.autoencoder.checkpoints import (
-    NonFiniteWeights, check_finite_weights, save_autoencoder, trained_weights_path,
-)  # fmt: skip
+from pipeline.layout import RunFiles, layout_of
+from pipeline.models.autoencoder.checkpoints import NonFiniteWeights, check_finite_weights, save_autoencoder
 from pipeline.models.autoencoder.model import Autoencoder
 from pipeline.shards.reader import RandomCrops, fixed_crop, read_items, shard_tars
 from pipeline.shards.run import load_plan
-from pipeline.shards.writer import manifest_path
 from pipeline.train.losses import ReconstructionLoss
 from pipeline.utils.atomic import atomic_path, remove_stale_temps, write_json_atomic
 from pipeline.utils.devices import pick_device
 
-CHECKPOINT_NAME = "checkpoint.pt"
 RUN_IGNORES = ("autoencoder.training.steps",)  # raising the step count continues the same run
 
 
@@ -66,29 +63,14 @@ class TrainResult:
         return f"train-autoencoder: step {self.step}/{self.steps}{losses}{where}"
 
 
-def output_dir(experiment: Experiment) -> Path:
-    return trained_weights_path(experiment).parent
-
-
 def run_hash(experiment: Experiment) -> str:
     """The identity of a training run: the stage hash without the step count."""
     return stage_hash(experiment, "train_autoencoder", ignoring=RUN_IGNORES)
 
 
-def runs_dir(experiment: Experiment) -> Path:
-    return output_dir(experiment) / "runs"
-
-
-def run_dir(experiment: Experiment) -> Path:
-    return runs_dir(experiment) / run_hash(experiment)
-
-
-def checkpoint_path(experiment: Experiment) -> Path:
-    return run_dir(experiment) / CHECKPOINT_NAME
-
-
-def metrics_path(experiment: Experiment) -> Path:
-    return run_dir(experiment) / "metrics.jsonl"
+def run_files(experiment: Experiment) -> RunFiles:
+    """This experiment's run: checkpoint, metrics and description files."""
+    return layout_of(experiment).autoencoder_run(run_hash(experiment))
 
 
 def train_autoencoder(experiment: Experiment, progress: bool = True, max_steps: int | None = None) -> TrainResult:
@@ -153,7 +135,7 @@ def train_autoencoder(experiment: Experiment, progress: bool = True, max_steps: 
     bar.close()
     weights = None
     if step >= training.steps:
-        weights = trained_weights_path(experiment)
+        weights = layout_of(experiment).autoencoder_weights
         save_autoencoder(model.eval(), weights, stage_hash=stage_hash(experiment, "train_autoencoder"))
     return TrainResult(step, training.steps, eval_loss, first_eval, weights)
 
@@ -175,7 +157,7 @@ def held_out_keys(experiment: Experiment, count: int) -> frozenset[str]:
     """The first `count` items of the last planned shards (by the manifests, without decoding audio)."""
     keys: list[str] = []
     for shard in reversed(load_plan(experiment)["shards"]):
-        manifest = json.loads(manifest_path(experiment, shard["index"]).read_text(encoding="utf-8"))
+        manifest = json.loads(layout_of(experiment).manifest(shard["index"]).read_text(encoding="utf-8"))
         keys.extend(item["key"] for item in manifest["items"][: count - len(keys)])
         if len(keys) >= count:
             break
@@ -228,7 +210,7 @@ def _batches(tars: list[Path], crop_samples: int, seed: int, step: int, exclude:
 
 def _resume(experiment: Experiment, model: Autoencoder, optimizer: torch.optim.Optimizer) -> tuple[int, float | None]:
     """Load this run's checkpoint if there is one; returns (step, first eval loss)."""
-    path = checkpoint_path(experiment)
+    path = run_files(experiment).checkpoint
     remove_stale_temps(path.parent, path.name)
     if not path.is_file():
         _start_run(experiment)
@@ -249,18 +231,19 @@ def _resume(experiment: Experiment, model: Autoencoder, optimizer: torch.optim.O
 
 def _start_run(experiment: Experiment) -> None:
     """A fresh run directory, recording its configuration; other runs are left as they are."""
-    others = sorted(path.name for path in runs_dir(experiment).glob("*/") if path.name != run_hash(experiment))
-    kept = f"; other runs kept in {runs_dir(experiment)}: {', '.join(others)}" if others else ""
+    runs = layout_of(experiment).autoencoder_runs
+    others = sorted(path.name for path in runs.glob("*/") if path.name != run_hash(experiment))
+    kept = f"; other runs kept in {runs}: {', '.join(others)}" if others else ""
     print(f"train-autoencoder: starting run {run_hash(experiment)}{kept}")
     assert experiment.autoencoder is not None
-    write_json_atomic(run_dir(experiment) / "run.json", {
+    write_json_atomic(run_files(experiment).description, {
         "run_hash": run_hash(experiment), "autoencoder": experiment.autoencoder.model_dump(mode="json"),
         "seed": experiment.seed, "shard_stage_hash": stage_hash(experiment, "shard"),
     })  # fmt: skip
 
 
 def _diverged(experiment: Experiment, step: int, what: str) -> None:
-    path = checkpoint_path(experiment)
+    path = run_files(experiment).checkpoint
     kept = (f"the last good checkpoint (step {torch.load(path, weights_only=True)['step']}) is kept at {path}"
             if path.is_file() else "no checkpoint was written yet")  # fmt: skip
     _log(experiment, {"step": step, "error": f"diverged: {what}"})
@@ -285,13 +268,13 @@ def _save_checkpoint(experiment: Experiment, model: Autoencoder, optimizer: torc
         "torch_rng": torch.get_rng_state(),
         "first_eval_loss": first_eval,
     }
-    with atomic_path(checkpoint_path(experiment)) as temporary:
+    with atomic_path(run_files(experiment).checkpoint) as temporary:
         torch.save(state, temporary)
-    _log(experiment, {"step": step, "checkpoint": str(checkpoint_path(experiment))})
+    _log(experiment, {"step": step, "checkpoint": str(run_files(experiment).checkpoint)})
 
 
 def _log(experiment: Experiment, record: dict[str, Any]) -> None:
-    path = metrics_path(experiment)
+    path = run_files(experiment).metrics
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -299,7 +282,7 @@ def _log(experiment: Experiment, record: dict[str, Any]) -> None:
 
 def _drop_metrics_after(experiment: Experiment, step: int) -> None:
     """Keep the metrics lines up to `step` (none when starting at 0)."""
-    path = metrics_path(experiment)
+    path = run_files(experiment).metrics
     if path.is_file():
         lines = path.read_text(encoding="utf-8").splitlines()
         kept = [line for line in lines if step > 0 and json.loads(line)["step"] <= step]

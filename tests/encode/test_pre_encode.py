@@ -17,12 +17,12 @@ import pytest
 import torch
 
 from pipeline.config import load_experiment, stage_hash
-from pipeline.encode.pre_encode import pre_encode_all, pre_encode_shard, store_path
+from pipeline.encode.pre_encode import pre_encode_all, pre_encode_shard
+from pipeline.layout import layout_of
 from pipeline.latents.index import build_index
-from pipeline.models.autoencoder.checkpoints import save_autoencoder, trained_weights_path
+from pipeline.models.autoencoder.checkpoints import save_autoencoder
 from pipeline.models.autoencoder.model import Autoencoder
 from pipeline.shards.reader import read_items
-from pipeline.shards.writer import tar_path
 from tests.conftest import REPO_ROOT, deep_merge
 
 RVQ = {"type": "rvq", "num_quantizers": 3, "codebook_size": 64}
@@ -48,17 +48,18 @@ def encoded_experiment(sharded_experiment):
         if bottleneck is not None:
             width = 16 if bottleneck["type"] != "vae" else 32
             changes["autoencoder"] = {"model": {"bottleneck": bottleneck, "encoder": {"latent_dim": width}}}
+            changes = deep_merge(changes, {"pre_encode": {"store_scale": bottleneck["type"] == "vae"}})  # only a VAE has one
         path = sharded_experiment(name, **changes)
         experiment = load_experiment(path)
         model = random_autoencoder(experiment, seed=1)
-        save_autoencoder(model, trained_weights_path(experiment), stage_hash(experiment, "train_autoencoder"))
+        save_autoencoder(model, layout_of(experiment).autoencoder_weights, stage_hash(experiment, "train_autoencoder"))
         return path, experiment, model
 
     return make
 
 
 def shard_items(experiment, index):
-    return list(read_items([tar_path(experiment, index)]))
+    return list(read_items([layout_of(experiment).shard_tar(index)]))
 
 
 def test_stored_latents_equal_a_direct_encode(encoded_experiment):
@@ -68,7 +69,7 @@ def test_stored_latents_equal_a_direct_encode(encoded_experiment):
     long_items = 0
     for result in results:
         items = shard_items(experiment, result.index)
-        with h5py.File(store_path(experiment, result.index), "r") as store:
+        with h5py.File(layout_of(experiment).store(result.index), "r") as store:
             keys = list(store["index/key"].asstr()[()])
             assert keys == [item.key for item in items]  # tar order
             for row, item in enumerate(items):
@@ -88,7 +89,7 @@ def test_stored_latents_equal_a_direct_encode(encoded_experiment):
 def test_discrete_codes_round_trip_exactly(encoded_experiment):
     _, experiment, model = encoded_experiment(bottleneck=RVQ)
     result = pre_encode_shard(experiment, 0)
-    with h5py.File(store_path(experiment, 0), "r") as store:
+    with h5py.File(layout_of(experiment).store(0), "r") as store:
         assert "latents" not in store and store["codes"].dtype == np.int16
         assert store.attrs["n_codebooks"] == 3 and store.attrs["codebook_size"] == 64
         for row, item in enumerate(shard_items(experiment, 0)):
@@ -102,7 +103,7 @@ def test_discrete_codes_round_trip_exactly(encoded_experiment):
 def test_store_readable_with_plain_h5py_and_h5ls(encoded_experiment):
     _, experiment, _ = encoded_experiment()
     pre_encode_shard(experiment, 0)
-    store = store_path(experiment, 0)
+    store = layout_of(experiment).store(0)
     reader = textwrap.dedent(f"""
         import json, sys, h5py, numpy as np
         assert "pipeline" not in sys.modules
@@ -137,7 +138,7 @@ def test_index_virtual_datasets_match_the_shards(encoded_experiment, tmp_path):
     with h5py.File(moved / "index.h5", "r") as combined:
         assert combined["latents"].shape[0] == combined.attrs["frames"] == sum(r.frames for r in results)
         for number, result in enumerate(results):
-            with h5py.File(store_path(experiment, result.index), "r") as shard:
+            with h5py.File(layout_of(experiment).store(result.index), "r") as shard:
                 rows = np.flatnonzero(combined["index/shard"][()] == number)
                 start = int(combined["index/offset"][rows[0]])
                 assert np.array_equal(combined["latents"][start : start + result.frames], shard["latents"][()])
@@ -152,7 +153,7 @@ def test_index_virtual_datasets_match_the_shards(encoded_experiment, tmp_path):
 def test_sigkill_during_a_store_write_then_rerun(encoded_experiment, tmp_path):
     path, experiment, _ = encoded_experiment("big", data={"shard": {"max_items": 100}},
                                              pre_encode={"batch_size": 1, "num_workers": 0})  # fmt: skip
-    store = store_path(experiment, 0)
+    store = layout_of(experiment).store(0)
     process = subprocess.Popen([sys.executable, "-m", "pipeline", "pre-encode", str(path), "--shard", "0", "--quiet"],
                                cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 120
@@ -187,14 +188,14 @@ def test_store_is_rebuilt_when_the_autoencoder_changes(encoded_experiment, tmp_p
     with_b = experiment.model_copy(update={"autoencoder": experiment.autoencoder.model_copy(update={"checkpoint": weights_b})})
     assert not pre_encode_shard(with_a, 0).skipped
     assert pre_encode_shard(with_a, 0).skipped
-    latents_a = h5py.File(store_path(experiment, 0), "r")["latents"][()]
+    latents_a = h5py.File(layout_of(experiment).store(0), "r")["latents"][()]
     assert not pre_encode_shard(with_b, 0).skipped  # another checkpoint: another stage hash
-    with h5py.File(store_path(experiment, 0), "r") as store:
+    with h5py.File(layout_of(experiment).store(0), "r") as store:
         assert not np.array_equal(store["latents"][()], latents_a)
         assert store.attrs["autoencoder_weights_sha256"] != "" and store.attrs["source_shard"] == "shard-000000.tar"
     shutil.copy(weights_a, weights_b)  # same path, other weights: the weights hash catches it
     assert not pre_encode_shard(with_b, 0).skipped
-    assert np.array_equal(h5py.File(store_path(experiment, 0), "r")["latents"][()], latents_a)
+    assert np.array_equal(h5py.File(layout_of(experiment).store(0), "r")["latents"][()], latents_a)
 
 
 # --- nothing wrong passes silently ------------------------------------------------------------------
@@ -211,8 +212,8 @@ def test_stale_weights_are_refused(encoded_experiment):
     new_hash = stage_hash(load_experiment(path, ["autoencoder.training.learning_rate=0.01"]), "train_autoencoder")
     assert f"hashes to {new_hash}" in changed.stderr and stage_hash(experiment, "train_autoencoder") in changed.stderr
     assert "pipeline train-autoencoder" in changed.stderr and "stale" in changed.stderr
-    assert not store_path(experiment, 0).exists()
-    save_autoencoder(random_autoencoder(experiment, seed=1), trained_weights_path(experiment))  # no stage hash at all
+    assert not layout_of(experiment).store(0).exists()
+    save_autoencoder(random_autoencoder(experiment, seed=1), layout_of(experiment).autoencoder_weights)  # no stage hash at all
     unrecorded = _cli("pre-encode", path, "--all", "--quiet")
     assert unrecorded.returncode == 1 and "(none recorded)" in unrecorded.stderr
 
@@ -221,11 +222,11 @@ def test_non_finite_latents_fail_the_stage(encoded_experiment):
     path, experiment, model = encoded_experiment()
     with torch.no_grad():
         model.encoder.layers[0].bias.fill_(1e30)  # finite weights whose latents overflow
-    save_autoencoder(model, trained_weights_path(experiment), stage_hash(experiment, "train_autoencoder"))
+    save_autoencoder(model, layout_of(experiment).autoencoder_weights, stage_hash(experiment, "train_autoencoder"))
     result = _cli("pre-encode", path, "--shard", "0", "--quiet")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "/latents" in result.stderr and ("NaN/Inf" in result.stderr or "overflows float16" in result.stderr)
-    assert not store_path(experiment, 0).exists()
+    assert not layout_of(experiment).store(0).exists()
 
 
 def test_nan_weights_are_refused_at_load(encoded_experiment):
@@ -235,7 +236,7 @@ def test_nan_weights_are_refused_at_load(encoded_experiment):
     from safetensors.torch import load_file, save_file
     from safetensors import safe_open
 
-    weights = trained_weights_path(experiment)
+    weights = layout_of(experiment).autoencoder_weights
     with safe_open(str(weights), framework="pt") as handle:
         metadata = handle.metadata()
     tensors = load_file(str(weights))
@@ -248,7 +249,7 @@ def test_nan_weights_are_refused_at_load(encoded_experiment):
 def test_a_damaged_store_is_not_up_to_date(encoded_experiment):
     path, experiment, _ = encoded_experiment()
     assert not pre_encode_shard(experiment, 0).skipped
-    store = store_path(experiment, 0)
+    store = layout_of(experiment).store(0)
     with h5py.File(store, "r") as file:
         good = file["latents"][()]
     with h5py.File(store, "r+") as file:
@@ -268,11 +269,11 @@ def test_index_and_verify_refuse_stores_from_older_weights(encoded_experiment):
     index = build_index(experiment)
     assert _cli("verify", index, "--experiment", path).returncode == 0
     # new weights at the same path (as a retrain writes them): the old stores no longer belong
-    save_autoencoder(random_autoencoder(experiment, seed=5), trained_weights_path(experiment),
+    save_autoencoder(random_autoencoder(experiment, seed=5), layout_of(experiment).autoencoder_weights,
                      stage_hash(experiment, "train_autoencoder"))  # fmt: skip
     stale = _cli("verify", index, "--experiment", path)
     assert stale.returncode == 1 and "store(s) recorded with another autoencoder_weights_sha256" in stale.stdout
-    assert "autoencoder_weights_sha256 is" in _cli("verify", store_path(experiment, 0), "--experiment", path).stdout
+    assert "autoencoder_weights_sha256 is" in _cli("verify", layout_of(experiment).store(0), "--experiment", path).stdout
     refused = _cli("index", path)
     assert refused.returncode == 1 and "encoded with other autoencoder weights" in refused.stderr
     assert "Traceback" not in refused.stderr

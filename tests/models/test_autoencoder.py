@@ -11,13 +11,13 @@ import torch
 from pipeline.errors import UserFacingError
 
 from pipeline.config import load_experiment
-from pipeline.config.sections import AutoencoderModelConfig
+from pipeline.models.autoencoder.config import AutoencoderModelConfig
 from pipeline.models.autoencoder.checkpoints import (
     CheckpointMismatch,
-    experiment_autoencoder,
     load_saved,
     save_autoencoder,
 )
+from pipeline.autoencoder import experiment_autoencoder
 from pipeline.models.autoencoder.model import Autoencoder, frames_for
 from tests.models.test_checkpoints import legacy_weight_norm
 

@@ -17,9 +17,10 @@ import torch
 from pipeline.audio.demo import plan_pieces, render_piece
 from pipeline.config import load_experiment
 from pipeline.config import stage_hash
-from pipeline.models.autoencoder.checkpoints import experiment_autoencoder, load_saved, read_saved_description
+from pipeline.autoencoder import experiment_autoencoder
+from pipeline.models.autoencoder.checkpoints import load_saved, read_saved_description
 from pipeline.models.autoencoder.model import Autoencoder
-from pipeline.train.autoencoder import checkpoint_path, metrics_path, train_autoencoder
+from pipeline.train.autoencoder import run_files, train_autoencoder
 from pipeline.train.losses import ReconstructionLoss
 from tests.conftest import REPO_ROOT
 
@@ -56,7 +57,7 @@ def test_training_clearly_lowers_the_loss_on_unseen_audio(sharded_experiment):
     before, after = reconstruction_loss(untrained, audio), reconstruction_loss(trained, audio)
     assert after < 0.6 * before, (before, after)  # measured ~0.45x at 150 steps
 
-    records = [json.loads(line) for line in metrics_path(experiment).read_text().splitlines()]
+    records = [json.loads(line) for line in run_files(experiment).metrics.read_text().splitlines()]
     evals = [r["eval_loss"] for r in records if "eval_loss" in r]
     assert len(evals) == 3 and evals[-1] < 0.6 * evals[0]
     assert result.first_eval_loss == evals[0] and result.eval_loss == evals[-1]
@@ -74,7 +75,7 @@ def test_sigkill_then_rerun_resumes_from_the_last_checkpoint(sharded_experiment)
     process = subprocess.Popen([sys.executable, "-m", "pipeline", "train-autoencoder", str(path), "--quiet"],
                                cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 120
-    while not checkpoint_path(experiment).is_file():
+    while not run_files(experiment).checkpoint.is_file():
         assert process.poll() is None, "training ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -83,14 +84,14 @@ def test_sigkill_then_rerun_resumes_from_the_last_checkpoint(sharded_experiment)
     process.wait()
     weights = experiment.work_dir / "autoencoder" / "model.safetensors"
     assert not weights.exists()  # no final weights until the last step
-    saved_step = torch.load(checkpoint_path(experiment), weights_only=True)["step"]
+    saved_step = torch.load(run_files(experiment).checkpoint, weights_only=True)["step"]
     assert 10 <= saved_step < 40
 
     rerun = _cli("train-autoencoder", str(path), "--quiet")
     assert rerun.returncode == 0, rerun.stderr
     assert f"resuming from step {saved_step}" in rerun.stdout
     assert "step 40/40" in rerun.stdout and weights.is_file()
-    records = [json.loads(line) for line in metrics_path(experiment).read_text().splitlines()]
+    records = [json.loads(line) for line in run_files(experiment).metrics.read_text().splitlines()]
     loss_steps = [r["step"] for r in records if "loss" in r]
     assert loss_steps == list(range(5, 45, 5))  # no step logged twice, none missing
     assert [r["step"] for r in records if "eval_loss" in r] == [0, 20, 40]
@@ -103,13 +104,13 @@ def test_a_config_change_starts_a_new_run_and_keeps_the_old_one(sharded_experime
     first = _cli("train-autoencoder", str(path), "--quiet", "--max-steps", "10")
     assert first.returncode == 0, first.stderr
     assert "step 10/30" in first.stdout and "rerun to continue" in first.stdout
-    old_run = checkpoint_path(experiment).parent
-    old_metrics = metrics_path(experiment).read_text()
+    old_run = run_files(experiment).checkpoint.parent
+    old_metrics = run_files(experiment).metrics.read_text()
     changed = _cli("train-autoencoder", str(path), "--quiet", "--max-steps", "5", "autoencoder.training.kl_weight=0.01")
     assert changed.returncode == 0, changed.stderr
     assert f"other runs kept in {old_run.parent}: {old_run.name}" in changed.stdout and "step 5/30" in changed.stdout
-    assert torch.load(checkpoint_path(experiment), weights_only=True)["step"] == 10  # untouched
-    assert metrics_path(experiment).read_text() == old_metrics
+    assert torch.load(run_files(experiment).checkpoint, weights_only=True)["step"] == 10  # untouched
+    assert run_files(experiment).metrics.read_text() == old_metrics
     back = _cli("train-autoencoder", str(path), "--quiet", "--max-steps", "15")  # the first config again
     assert back.returncode == 0, back.stderr
     assert "resuming from step 10" in back.stdout and "step 15/30" in back.stdout
@@ -127,7 +128,7 @@ def test_raising_steps_continues_a_finished_run(sharded_experiment):
     assert "from step 6" in raised.stdout and "step 9/9" in raised.stdout
     longer = load_experiment(path, ["autoencoder.training.steps=9"])
     assert read_saved_description(weights)["stage_hash"] == stage_hash(longer, "train_autoencoder")
-    records = [json.loads(line) for line in metrics_path(experiment).read_text().splitlines()]
+    records = [json.loads(line) for line in run_files(experiment).metrics.read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [3, 6, 9]
     lowered = _cli("train-autoencoder", str(path), "--quiet", "autoencoder.training.steps=4")
     assert lowered.returncode == 1 and "beyond autoencoder.training.steps (4)" in lowered.stderr
@@ -143,7 +144,7 @@ def test_divergence_stops_with_an_error_and_keeps_the_last_good_checkpoint(shard
     assert "training diverged and stops" in result.stderr and "Traceback" not in result.stderr
     assert "learning_rate" in result.stderr and "no weights are exported" in result.stderr
     assert not (experiment.work_dir / "autoencoder" / "model.safetensors").exists()
-    state = torch.load(checkpoint_path(experiment), weights_only=True)
+    state = torch.load(run_files(experiment).checkpoint, weights_only=True)
     assert all(torch.isfinite(tensor).all() for tensor in state["model"].values() if tensor.is_floating_point())
     assert f"the last good checkpoint (step {state['step']}) is kept" in result.stderr
 
@@ -162,7 +163,7 @@ def test_rvq_trains_with_its_commitment_loss(sharded_experiment):
     )  # fmt: skip
     experiment = load_experiment(path)
     result = train_autoencoder(experiment, progress=False)
-    records = [json.loads(line) for line in metrics_path(experiment).read_text().splitlines()]
+    records = [json.loads(line) for line in run_files(experiment).metrics.read_text().splitlines()]
     assert [r["step"] for r in records if "commitment_loss" in r] == [1, 2, 3]
     assert all(r["commitment_loss"] >= 0 for r in records if "commitment_loss" in r)
     model = load_saved(result.weights)

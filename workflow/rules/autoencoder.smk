@@ -3,9 +3,9 @@
 # Resumable checkpoints live in autoencoder/runs/<run hash>/, outside the declared outputs (Snakemake
 # deletes a job's outputs before it runs it again).
 
-from pipeline.models.autoencoder.checkpoints import trained_weights_path, weights_path
-
-AUTOENCODER_WEIGHTS = weights_path(EXPERIMENT) if EXPERIMENT.autoencoder is not None else None
+AUTOENCODER_WEIGHTS = (
+    LAYOUT.autoencoder_weights_for(EXPERIMENT.autoencoder.checkpoint) if EXPERIMENT.autoencoder is not None else None
+)
 TRAINS_AUTOENCODER = EXPERIMENT.autoencoder is not None and EXPERIMENT.autoencoder.checkpoint is None
 
 
@@ -15,12 +15,12 @@ if TRAINS_AUTOENCODER:
         input:
             planned_shards,
         output:
-            weights=trained_weights_path(EXPERIMENT),
-            config=trained_weights_path(EXPERIMENT).with_suffix(".json"),
+            weights=LAYOUT.autoencoder_weights,
+            config=LAYOUT.autoencoder_description,
         params:
             stage_hash=HASHES["train_autoencoder"],
         log:
-            LOGS / "train_autoencoder.log",
+            LAYOUT.log("train_autoencoder"),
         threads: EXPERIMENT.resources.train_autoencoder.cpus
         resources:
             **stage_resources("train_autoencoder"),

@@ -3,6 +3,7 @@ import shlex
 import sys
 
 from pipeline.config import ConfigError, load_experiment, stage_hashes
+from pipeline.layout import layout_of
 
 EXPERIMENT_FILE = str(config.get("experiment", "configs/experiments/demo.yaml"))
 OVERRIDES = [str(item) for item in config.get("overrides", [])]
@@ -12,9 +13,7 @@ except ConfigError as error:
     sys.stderr.write(error.report() + "\n")
     raise SystemExit(2)
 
-WORK = EXPERIMENT.work_dir
-SHARDS = WORK / "shards"
-LOGS = WORK / "logs"
+LAYOUT = layout_of(EXPERIMENT)  # every path under work_dir
 HASHES = stage_hashes(EXPERIMENT)
 # The interpreter running Snakemake has the package: use it on every node (shared filesystem assumed).
 PIPELINE = f"{shlex.quote(sys.executable)} -m pipeline"

@@ -1,22 +1,19 @@
 # Stages 4-5: one pre-encode job per shard (the unit of parallelism: N shards = N GPU jobs), then the
 # index over all stores. Each job reads its shard tar and the frozen autoencoder's weights.
 
-LATENTS = WORK / "latents"
-
-
 rule pre_encode_one:
     input:
-        tar=SHARDS / "shard-{index}.tar",
-        manifest=SHARDS / "shard-{index}.json",
+        tar=rules.shard_one.output.tar,
+        manifest=rules.shard_one.output.manifest,
         weights=AUTOENCODER_WEIGHTS,
     output:
-        LATENTS / "shard-{index}.h5",
+        LAYOUT.store("{index}"),
     wildcard_constraints:
         index=r"\d{6}",
     params:
         stage_hash=HASHES["pre_encode"],
     log:
-        LOGS / "pre_encode-{index}.log",
+        LAYOUT.log("pre_encode-{index}"),
     threads: EXPERIMENT.resources.pre_encode.cpus
     resources:
         **stage_resources("pre_encode"),
@@ -25,18 +22,18 @@ rule pre_encode_one:
 
 
 def planned_stores(wildcards):
-    return [LATENTS / path.with_suffix(".h5").name for path in planned_shards(wildcards)]
+    return [LAYOUT.store(index) for index in planned_indices(wildcards)]
 
 
 rule index:
     input:
         planned_stores,
     output:
-        LATENTS / "index.h5",
+        LAYOUT.index,
     params:
         stage_hash=HASHES["pre_encode"],
     log:
-        LOGS / "index.log",
+        LAYOUT.log("index"),
     threads: EXPERIMENT.resources.index.cpus
     resources:
         **stage_resources("index"),
@@ -46,4 +43,4 @@ rule index:
 
 rule pre_encode:
     input:
-        LATENTS / "index.h5",
+        rules.index.output,

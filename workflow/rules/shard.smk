@@ -3,11 +3,11 @@
 
 checkpoint plan:
     output:
-        SHARDS / "plan.json",
+        LAYOUT.plan,
     params:
         stage_hash=HASHES["shard"],
     log:
-        LOGS / "plan.log",
+        LAYOUT.log("plan"),
     threads: EXPERIMENT.resources.plan.cpus
     resources:
         **stage_resources("plan"),
@@ -17,16 +17,16 @@ checkpoint plan:
 
 rule shard_one:
     input:
-        SHARDS / "plan.json",
+        LAYOUT.plan,
     output:
-        tar=SHARDS / "shard-{index}.tar",
-        manifest=SHARDS / "shard-{index}.json",
+        tar=LAYOUT.shard_tar("{index}"),
+        manifest=LAYOUT.manifest("{index}"),
     wildcard_constraints:
         index=r"\d{6}",
     params:
         stage_hash=HASHES["shard"],
     log:
-        LOGS / "shard-{index}.log",
+        LAYOUT.log("shard-{index}"),
     threads: EXPERIMENT.resources.shard.cpus
     resources:
         **stage_resources("shard"),
@@ -34,28 +34,31 @@ rule shard_one:
         "{PIPELINE} shard {EXP_ARGS} --shard {wildcards.index} --quiet > {log} 2>&1"
 
 
-def planned_shards(wildcards):
-    """Tar paths of every shard in the plan (evaluated after the `plan` checkpoint ran)."""
+def planned_indices(wildcards):
+    """Index of every shard in the plan (evaluated after the `plan` checkpoint ran)."""
     import json
 
     plan_file = checkpoints.plan.get().output[0]
     with open(plan_file, encoding="utf-8") as handle:
-        names = [shard["name"] for shard in json.load(handle)["shards"]]
-    return [SHARDS / f"{name}.tar" for name in names]
+        return [shard["index"] for shard in json.load(handle)["shards"]]
+
+
+def planned_shards(wildcards):
+    return [LAYOUT.shard_tar(index) for index in planned_indices(wildcards)]
 
 
 def planned_manifests(wildcards):
-    return [path.with_suffix(".json") for path in planned_shards(wildcards)]
+    return [LAYOUT.manifest(index) for index in planned_indices(wildcards)]
 
 
 rule shard_summary:
     input:
         planned_manifests,
     output:
-        SHARDS / "rejected.jsonl",
-        SHARDS / "summary.json",
+        LAYOUT.rejected,
+        LAYOUT.shard_summary,
     log:
-        LOGS / "shard_summary.log",
+        LAYOUT.log("shard_summary"),
     shell:
         "{PIPELINE} shard-summary {EXP_ARGS} 2>&1 | tee {log}"
 
@@ -63,4 +66,4 @@ rule shard_summary:
 rule shard:
     input:
         planned_shards,
-        SHARDS / "rejected.jsonl",
+        rules.shard_summary.output[0],

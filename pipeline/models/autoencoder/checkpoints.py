@@ -19,8 +19,7 @@ from pipeline.errors import UserFacingError
 from pipeline.utils.atomic import atomic_path, write_json_atomic
 
 if TYPE_CHECKING:
-    from pipeline.config.experiment import Experiment
-    from pipeline.config.sections import AutoencoderModelConfig
+    from pipeline.models.autoencoder.config import AutoencoderModelConfig
     from pipeline.models.autoencoder.model import Autoencoder
 
 LEGACY_WEIGHT_NORM = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
@@ -189,7 +188,7 @@ def read_saved_description(path: str | Path) -> dict[str, Any] | None:
 
 def load_saved(path: str | Path) -> "Autoencoder":
     """Rebuild an autoencoder written by `save_autoencoder` from that file alone."""
-    from pipeline.config.sections import AutoencoderModelConfig
+    from pipeline.models.autoencoder.config import AutoencoderModelConfig
     from pipeline.models.autoencoder.model import Autoencoder
 
     description = read_saved_description(path)
@@ -237,54 +236,3 @@ def config_differences(saved: Any, wanted: Any, where: str = "model") -> list[st
             for difference in config_differences(saved.get(key), wanted.get(key), f"{where}.{key}")
         ]
     return [] if saved == wanted else [f"{where}: file {saved!r}, experiment {wanted!r}"]
-
-
-def weights_path(experiment: "Experiment") -> Path:
-    """The autoencoder's weights: the configured checkpoint, or what train_autoencoder writes."""
-    configured = experiment.autoencoder
-    if configured is None:
-        raise ValueError(f"experiment '{experiment.name}' has no autoencoder section")
-    return configured.checkpoint or trained_weights_path(experiment)
-
-
-def trained_weights_path(experiment: "Experiment") -> Path:
-    """Where the train_autoencoder stage writes its weights (and `model.json` beside them)."""
-    return experiment.work_dir / "autoencoder" / "model.safetensors"
-
-
-class StaleWeights(UserFacingError):
-    """Trained weights that another autoencoder configuration made."""
-
-
-def check_weights_belong(experiment: "Experiment") -> Path:
-    """The experiment's weights file, after checking it exists and, when the experiment trains its own
-    autoencoder, that the train_autoencoder stage hash it records is the experiment's."""
-    from pipeline.config.hashing import stage_hash
-
-    path = weights_path(experiment)
-    configured = experiment.autoencoder
-    assert configured is not None  # weights_path checked
-    if not path.is_file():
-        hint = "" if configured.checkpoint else " (run the train_autoencoder stage first)"
-        raise UserFacingError(f"autoencoder weights not found: {path}{hint}")
-    if configured.checkpoint is None:
-        recorded = (read_saved_description(path) or {}).get("stage_hash")
-        wanted = stage_hash(experiment, "train_autoencoder")
-        if recorded != wanted:
-            raise StaleWeights(
-                f"{path} was made by train_autoencoder with stage hash {recorded or '(none recorded)'}, but this "
-                f"experiment's autoencoder hashes to {wanted}: the weights are stale; run `pipeline "
-                f"train-autoencoder EXP` (or `snakemake train_autoencoder`) to train the configured autoencoder"
-            )
-    return path
-
-
-def experiment_autoencoder(experiment: "Experiment") -> "Autoencoder":
-    """The frozen autoencoder of an experiment, loaded strictly (never a random init)."""
-    path = check_weights_belong(experiment)
-    configured = experiment.autoencoder
-    assert configured is not None  # check_weights_belong checked
-    model = load_autoencoder(configured.model, experiment.data.sample_rate, path, configured.checkpoint_prefix)
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return model

@@ -18,7 +18,7 @@ from torch.nn.utils import parametrize
 from pipeline.config.registry import build
 
 if TYPE_CHECKING:
-    from pipeline.config.sections import AutoencoderModelConfig
+    from pipeline.models.autoencoder.config import AutoencoderModelConfig
 
 DEFAULT_OVERLAP_FRAMES = 16
 

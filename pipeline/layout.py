@@ -1,0 +1,157 @@
+"""Where everything lives under an experiment's `work_dir`: the only module that knows these paths.
+
+Stages, `verify`, `index` and the Snakemake rules take their paths from `Layout`. No torch, no
+experiment import: `Layout(experiment.work_dir)` (or `layout_of(experiment)`).
+
+    experiment.json                      the resolved experiment (written by `plan`)
+    logs/<job>.log                       one log per Snakemake job
+    shards/plan.json                     the plan (stage plan)
+    shards/shard-NNNNNN.{tar,json}       a shard tar and its manifest (stage shard)
+    shards/rejected.jsonl, summary.json  the rejects ledger and the shard summary
+    autoencoder/model.{safetensors,json} the trained autoencoder (stage train_autoencoder)
+    autoencoder/runs/<run hash>/         its resumable runs: checkpoint.pt, metrics.jsonl, run.json
+    latents/shard-NNNNNN.h5              one latent store per shard (stage pre_encode)
+    latents/index.h5                     the index over every store (stage index)
+    train/runs/<run hash>/               training runs: checkpoint.pt, metrics.jsonl, run.json (stage train)
+    train/model.{safetensors,json}       the exported model
+    samples/                             generated audio (stage sample)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SHARD_PREFIX = "shard-"
+SHARD_DIGITS = 6
+
+
+def shard_name(index: int | str) -> str:
+    """`shard-000012` for 12; a string (a Snakemake wildcard such as `{index}`) is used as it is."""
+    return f"{SHARD_PREFIX}{index:0{SHARD_DIGITS}d}" if isinstance(index, int) else f"{SHARD_PREFIX}{index}"
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """One training run's directory (its name is the run hash)."""
+
+    directory: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.directory / "checkpoint.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.directory / "metrics.jsonl"
+
+    @property
+    def description(self) -> Path:
+        return self.directory / "run.json"
+
+
+@dataclass(frozen=True)
+class Layout:
+    work_dir: Path
+
+    @classmethod
+    def of_store(cls, store: str | Path) -> "Layout":
+        """The layout a latent store or index sits in (`<work_dir>/latents/<file>.h5`)."""
+        return cls(Path(store).parent.parent)
+
+    # --- experiment and logs -------------------------------------------------------------------
+    @property
+    def experiment_json(self) -> Path:
+        return self.work_dir / "experiment.json"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.work_dir / "logs"
+
+    def log(self, job: str) -> Path:
+        return self.logs_dir / f"{job}.log"
+
+    # --- shards ----------------------------------------------------------------------------------
+    @property
+    def shards_dir(self) -> Path:
+        return self.work_dir / "shards"
+
+    @property
+    def plan(self) -> Path:
+        return self.shards_dir / "plan.json"
+
+    def shard_tar(self, index: int | str) -> Path:
+        return self.shards_dir / f"{shard_name(index)}.tar"
+
+    def manifest(self, index: int | str) -> Path:
+        return self.shards_dir / f"{shard_name(index)}.json"
+
+    @property
+    def rejected(self) -> Path:
+        return self.shards_dir / "rejected.jsonl"
+
+    @property
+    def shard_summary(self) -> Path:
+        return self.shards_dir / "summary.json"
+
+    # --- autoencoder -----------------------------------------------------------------------------
+    @property
+    def autoencoder_dir(self) -> Path:
+        return self.work_dir / "autoencoder"
+
+    @property
+    def autoencoder_weights(self) -> Path:
+        return self.autoencoder_dir / "model.safetensors"
+
+    def autoencoder_weights_for(self, checkpoint: Path | None) -> Path:
+        """The weights an experiment encodes with: its configured checkpoint, else the trained ones."""
+        return checkpoint if checkpoint is not None else self.autoencoder_weights
+
+    @property
+    def autoencoder_description(self) -> Path:
+        return self.autoencoder_weights.with_suffix(".json")
+
+    @property
+    def autoencoder_runs(self) -> Path:
+        return self.autoencoder_dir / "runs"
+
+    def autoencoder_run(self, run_hash: str) -> RunFiles:
+        return RunFiles(self.autoencoder_runs / run_hash)
+
+    # --- latents ---------------------------------------------------------------------------------
+    @property
+    def latents_dir(self) -> Path:
+        return self.work_dir / "latents"
+
+    def store(self, index: int | str) -> Path:
+        return self.latents_dir / f"{shard_name(index)}.h5"
+
+    @property
+    def index(self) -> Path:
+        return self.latents_dir / "index.h5"
+
+    # --- training and sampling -------------------------------------------------------------------
+    @property
+    def train_dir(self) -> Path:
+        return self.work_dir / "train"
+
+    @property
+    def train_runs(self) -> Path:
+        return self.train_dir / "runs"
+
+    def train_run(self, run_hash: str) -> RunFiles:
+        return RunFiles(self.train_runs / run_hash)
+
+    @property
+    def exported_model(self) -> Path:
+        return self.train_dir / "model.safetensors"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.work_dir / "samples"
+
+
+def layout_of(experiment: Any) -> Layout:
+    """The layout of an experiment (anything with a `work_dir`)."""
+    return Layout(experiment.work_dir)
