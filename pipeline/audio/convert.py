@@ -19,6 +19,12 @@ _ITU_51_TO_STEREO = np.array(
 
 AudioRejected = InputRejected  # this input cannot become an item; the message is the ledger's reason
 
+# Announced 16-bit PCM bytes per file byte above which the announced length is checked by seeking to its
+# end: uncompressed formats hold about 1; FLAC rarely compresses beyond 8:1 except near silence; lossy
+# codecs reach ~100:1 only at the lowest bit rates.
+_PLAUSIBLE_RATIO = {"WAV": 2, "WAVEX": 2, "AIFF": 2, "AU": 2, "W64": 2, "RF64": 2, "CAF": 2, "FLAC": 16}
+_PLAUSIBLE_RATIO_LOSSY = 128
+
 # Sample rates a source may declare: outside this a header is corrupt or the file is no usable audio.
 MIN_SOURCE_RATE = 1000
 MAX_SOURCE_RATE = 768_000
@@ -39,7 +45,8 @@ class Header:
 
 def read_header(path: str | Path) -> Header:
     """Header only, no decoding; only regular files are opened. Raises AudioRejected with a specific reason."""
-    if stat_regular_file(path).st_size == 0:
+    size = stat_regular_file(path).st_size
+    if size == 0:
         raise AudioRejected("empty file (0 bytes)")
     container = sniff_format(read_head(path))
     try:
@@ -54,6 +61,7 @@ def read_header(path: str | Path) -> Header:
         raise AudioRejected(_no_frames_reason(info.format))
     if info.format == "WAV":
         _check_wav_data_chunk(Path(path))
+    _check_declared_length(path, info, size)
     return Header(info.format, info.subtype, int(info.samplerate), int(info.channels), int(info.frames))
 
 
@@ -71,6 +79,24 @@ def _no_frames_reason(format_name: str) -> str:
     if format_name == "OGG":
         return "truncated or corrupt Ogg stream: no audio frames found (the end of the stream is missing?)"
     return "zero length: the file holds no audio frames"
+
+
+def _check_declared_length(path: str | Path, info: sf._SoundFileInfo, size: int) -> None:
+    """A header may announce far more audio than the file can hold (a damaged length field would turn a
+    few bytes into thousands of items). When the announced audio is implausibly large for the file
+    size, the last announced frame must be readable."""
+    pcm_bytes = info.frames * info.channels * 2
+    if pcm_bytes <= size * _PLAUSIBLE_RATIO.get(info.format, _PLAUSIBLE_RATIO_LOSSY):
+        return
+    try:
+        with native_stderr_filtered(), sf.SoundFile(str(path)) as handle:
+            handle.seek(info.frames - 1)
+            last = handle.read(1, dtype="float32")
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError):
+        last = np.empty(0)
+    if len(last) == 0:
+        raise AudioRejected(f"truncated or corrupt: the header announces {info.frames} frames "
+                            f"({info.frames / info.samplerate:.1f} s) but the {size}-byte file ends before")  # fmt: skip
 
 
 def _check_wav_data_chunk(path: Path) -> None:
@@ -103,7 +129,7 @@ def decode(path: str | Path, expected_frames: int | None = None) -> tuple[np.nda
     except (sf.LibsndfileError, RuntimeError, OSError) as error:
         raise AudioRejected(f"decode error: {_reason(error)}") from None
     except MemoryError:
-        raise AudioRejected("decode error: too large to decode in memory (does the header announce a wrong length?)") from None
+        raise AudioRejected("decode error: too large to decode in memory (a wrong length in the header?)") from None
     if len(audio) == 0:
         raise AudioRejected("zero length: decoding gave no frames")
     if expected_frames is not None and len(audio) < expected_frames:

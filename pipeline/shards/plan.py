@@ -1,8 +1,9 @@
 """`pipeline plan`: list audio_dir, read headers (no decoding), cut long items into segments, assign
 items to shards by the item and byte budget, and write `<work_dir>/shards/plan.json`.
 
-Every file under audio_dir is accounted for: audio files become items or plan-stage rejects; other
-files are listed as ignored with the reason."""
+Every file under audio_dir is accounted for: audio files become items or plan-stage rejects (hidden,
+unreadable, not a regular file, not audio, ...); sidecars are merged or rejected; other files are listed
+as ignored with the reason. Only regular files are ever opened."""
 
 from __future__ import annotations
 
@@ -107,7 +108,8 @@ def _walk(audio_dir: Path, listing: Listing) -> list[str]:
             dirnames[:] = []
             continue
         if (stat_result.st_dev, stat_result.st_ino) in seen_dirs:
-            listing.ignored.append({"relpath": _relative(audio_dir, root), "reason": "directory already listed (symlink loop)"})
+            listing.ignored.append({"relpath": _relative(audio_dir, root),
+                                    "reason": "directory already listed: a symbolic link leads to it again (symlink loop or second link)"})  # fmt: skip
             dirnames[:] = []
             continue
         seen_dirs.add((stat_result.st_dev, stat_result.st_ino))

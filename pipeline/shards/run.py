@@ -115,7 +115,7 @@ def summarise(experiment: Experiment, plan: dict[str, Any] | None = None) -> Sum
         seconds += manifest["seconds"]
         rejected.extend(manifest["rejected"])
     rejected = _one_per_source(rejected)
-    ledger = "".join(json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n" for entry in rejected)
+    ledger = "".join(ledger_line(entry) for entry in rejected)
     write_bytes_atomic(shards_dir(experiment) / "rejected.jsonl", ledger.encode("utf-8"))
     sources_in_shards = {item["relpath"] for shard in plan["shards"] for item in shard["items"]}
     rejected_files = {entry["relpath"] for entry in rejected if "segment" not in entry}
@@ -133,6 +133,17 @@ def summarise(experiment: Experiment, plan: dict[str, Any] | None = None) -> Sum
         "ignored": summary.ignored, "shards": summary.shards, "missing_shards": missing,
     })  # fmt: skip
     return summary
+
+
+_LINE_BREAKS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def ledger_line(entry: dict[str, Any]) -> str:
+    """One JSON line; the characters `str.splitlines` also breaks at (possible in file names) are escaped."""
+    text = json.dumps(entry, sort_keys=True, ensure_ascii=False)
+    for character, escape in _LINE_BREAKS.items():
+        text = text.replace(character, escape)
+    return text + "\n"
 
 
 def _one_per_source(rejected: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -194,7 +194,7 @@ def encode_source(task: SourceTask) -> EncodedSource:
     return EncodedSource(samples, rejected)
 
 
-def _sidecar_metadata(audio_dir: Path, source: dict[str, Any]) -> tuple[dict[str, Any], str | None, list[dict[str, Any]]]:
+def _sidecar_metadata(audio_dir: Path, source: dict[str, Any]) -> tuple[dict[str, Any], str | None, list[dict]]:
     """Sidecar fields for the sample JSON, the items' `metadata_error`, and ledger entries for sidecars
     that became unusable after the plan checked them (the plan already lists the ones it found)."""
     metadata, problems = load_sidecars(audio_dir, source.get("sidecars", {}))

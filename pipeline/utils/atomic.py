@@ -38,7 +38,8 @@ def _create_temp(target: Path) -> tuple[int, str]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UserFacingError(f"cannot create directory {error.filename or target.parent}: {error.strerror or error}") from None
+        directory = error.filename or target.parent
+        raise UserFacingError(f"cannot create directory {directory}: {error.strerror or error}") from None
     try:
         return tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
     except OSError as error:
