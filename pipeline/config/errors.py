@@ -69,7 +69,7 @@ def dotted(loc: Iterable[object]) -> str:
     """('data', 'shard', 0, 'x') -> 'data.shard[0].x'"""
     out = ""
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) and not isinstance(part, bool):  # a list index (a `true:` key is no index)
             out += f"[{part}]"
         else:
             out += ("." if out else "") + str(part)

@@ -275,6 +275,13 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _shown(value: Any) -> str:
+    """A short repr, also of an integer too long for repr (over 4300 digits)."""
+    if isinstance(value, int) and value.bit_length() > 200:
+        return f"an integer of {value.bit_length()} bits"
+    return _short(repr(value)) if not isinstance(value, (dict, list)) else f"a {type(value).__name__}"
+
+
 def _extends_references(layer: Layer, path: Path, problems: list[ConfigProblem]) -> list[tuple[str, Origin]]:
     """Pop `extends` from the layer: a path or a list of paths, relative to the file's directory."""
     if "extends" not in layer.data:
@@ -288,7 +295,7 @@ def _extends_references(layer: Layer, path: Path, problems: list[ConfigProblem])
             valid.append((reference, origin))
         else:
             problems.append(
-                ConfigProblem("extends", f"expected a file path or a list of file paths, got {reference!r}", origin)
+                ConfigProblem("extends", f"expected a file path or a list of file paths, got {_shown(reference)}", origin)
             )
     return valid
 
