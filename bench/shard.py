@@ -31,18 +31,18 @@ def limit_pass(experiment, plan) -> float:
     """The per-item audio work of the stage and nothing else; returns audio seconds processed."""
     data = experiment.data
     codec = build("codec", data.codec)
-    files = {entry["relpath"]: entry for entry in plan["files"]}
-    audio_dir = Path(plan["audio_dir"])
+    files = plan.files_by_relpath()
+    audio_dir = Path(plan.audio_dir)
     seconds = 0.0
     cached_path, cached = None, None
-    for shard in plan["shards"]:
-        for item in shard["items"]:
-            if item["relpath"] != cached_path:
-                cached_path = item["relpath"]
+    for shard in plan.shards:
+        for item in shard.items:
+            if item.relpath != cached_path:
+                cached_path = item.relpath
                 cached = prepare(audio_dir / cached_path, data.sample_rate, data.channels, data.multichannel,
-                                 files[cached_path]["frames"])  # fmt: skip
-            start = round(item["seconds_start"] * data.sample_rate)
-            segment = cached[start : start + round(item["seconds"] * data.sample_rate)]
+                                 files[cached_path].frames)  # fmt: skip
+            start = round(item.seconds_start * data.sample_rate)
+            segment = cached[start : start + round(item.seconds * data.sample_rate)]
             codec.encode(segment, data.sample_rate)
             seconds += len(segment) / data.sample_rate
     return seconds
@@ -65,8 +65,8 @@ def main() -> None:
         }))  # fmt: skip
         experiment = load_experiment(experiment_file)
         plan = write_plan(experiment)
-        print(f"corpus: {plan['totals']['files']} files, {plan['totals']['seconds']:.0f} s of audio, "
-              f"{len(plan['shards'])} shards (44.1 kHz stereo FLAC-16 output)")  # fmt: skip
+        print(f"corpus: {plan.totals.files} files, {plan.totals.seconds:.0f} s of audio, "
+              f"{len(plan.shards)} shards (44.1 kHz stereo FLAC-16 output)")  # fmt: skip
 
         rates: dict[str, list[float]] = {"limit": [], "full x1": [], "full x2": []}
         for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits all three alike

@@ -1,6 +1,8 @@
 """The `pipeline` command: one subcommand per stage or tool, each a thin call into a plain function.
 
-Config mistakes print every problem and exit with status 2, never a traceback."""
+Config mistakes print every problem and exit with status 2; other user mistakes (`UserFacingError`:
+a missing plan, a shard not in it, ...) print one line and exit with status 1. Nothing else is
+caught: an exception from a bug keeps its traceback."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Callable, Sequence
 
 import yaml
 
+EXIT_USER_ERROR = 1
 EXIT_CONFIG_ERROR = 2
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
 
@@ -75,22 +78,24 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from pipeline.config import to_plain
-    from pipeline.shards.plan import plan_path, write_plan
+    from pipeline.layout import layout_of
+    from pipeline.shards.plan import write_plan
     from pipeline.utils.atomic import write_json_if_changed
 
     experiment = _load(args)
-    write_json_if_changed(experiment.work_dir / "experiment.json", to_plain(experiment))
-    plan = write_plan(experiment)
-    totals = plan["totals"]
+    layout = layout_of(experiment)
+    write_json_if_changed(layout.experiment_json, to_plain(experiment))
+    totals = write_plan(experiment).totals
     print(
-        f"plan: {totals['files']} files, {totals['items']} items, {totals['seconds'] / 3600:.2f} h -> "
-        f"{totals['shards']} shards; {totals['rejected']} rejected, {totals['ignored']} ignored ({plan_path(experiment)})"
+        f"plan: {totals.files} files, {totals.items} items, {totals.seconds / 3600:.2f} h -> "
+        f"{totals.shards} shards; {totals.rejected} rejected, {totals.ignored} ignored ({layout.plan})"
     )
     return 0
 
 
 def cmd_shard(args: argparse.Namespace) -> int:
-    from pipeline.shards.run import load_plan, summarise, write_all_shards
+    from pipeline.shards.plan import load_plan
+    from pipeline.shards.run import summarise, write_all_shards
     from pipeline.shards.writer import write_shard
 
     experiment = _load(args)
@@ -302,6 +307,6 @@ def _main(argv: Sequence[str] | None) -> int:
     except ConfigError as error:
         print(error.report(), file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    except (FileNotFoundError, IndexError, UserFacingError) as error:
+    except UserFacingError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_USER_ERROR

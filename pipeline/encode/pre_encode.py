@@ -31,7 +31,9 @@ from pipeline.autoencoder import current_weights_sha256, experiment_autoencoder
 from pipeline.latents.verify import verify
 from pipeline.layout import layout_of
 from pipeline.models.autoencoder.model import Autoencoder, frames_for
+from pipeline.shards.plan import load_manifest, load_plan
 from pipeline.shards.reader import ShardItem, read_items
+from pipeline.shards.records import Manifest
 from pipeline.utils.atomic import remove_stale_temps
 from pipeline.utils.devices import pick_device
 
@@ -60,16 +62,13 @@ class Encoded:
     scale: np.ndarray | None = None
 
 
-def expected_provenance(experiment: Experiment, index: int) -> dict[str, str]:
+def expected_provenance(experiment: Experiment, index: int, manifest: Manifest | None = None) -> dict[str, str]:
     """What a store must record to count as up to date."""
-    manifest_file = layout_of(experiment).manifest(index)
-    if not manifest_file.is_file():
-        raise UserFacingError(f"shard {index} is not written ({manifest_file} missing): run the shard stage first")
-    manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    manifest = manifest or load_manifest(experiment, index)
     return {
         "stage_hash": stage_hash(experiment, "pre_encode"),
-        "source_shard": manifest["tar"],
-        "source_shard_sha256": manifest["tar_sha256"],
+        "source_shard": manifest.tar,
+        "source_shard_sha256": manifest.tar_sha256,
         "autoencoder_weights_sha256": current_weights_sha256(experiment),
     }
 
@@ -100,7 +99,9 @@ def pre_encode_shard(experiment: Experiment, index: int, force: bool = False, pr
                      model: Autoencoder | Callable[[], Autoencoder] | None = None) -> EncodeResult:  # fmt: skip
     """Encode shard `index` into its store unless an up-to-date store exists. `model`: the frozen
     autoencoder, or a function returning it (called only when the shard needs encoding)."""
-    expected = expected_provenance(experiment, index)
+    load_plan(experiment).shard(index)  # a shard the plan does not have is a user error naming its range
+    manifest = load_manifest(experiment, index)
+    expected = expected_provenance(experiment, index, manifest)
     layout = layout_of(experiment)
     store = layout.store(index)
     attributes = None if force else _current_attributes(store, expected)
@@ -113,14 +114,13 @@ def pre_encode_shard(experiment: Experiment, index: int, force: bool = False, pr
     device = pick_device(config.device)
     model = _frozen_model(experiment, model).to(device)
     attributes = _store_attributes(model, expected, config, device)
-    manifest = json.loads(layout.manifest(index).read_text(encoding="utf-8"))
     width = model.n_codebooks if model.is_discrete else model.latent_dim
     with_scale = config.store_scale and model.config.bottleneck.type == "vae"
     compression = None if config.compression == "none" else config.compression
     with StoreWriter(store, attributes, width, model.is_discrete, with_scale, compression) as writer:
         workers = config.num_workers if config.num_workers is not None else int(device.type == "cuda")
         items = background_items(layout.shard_tar(index), workers)
-        for encoded in _progress(encode_items(items, model, config, device), len(manifest["items"]), progress, index):
+        for encoded in _progress(encode_items(items, model, config, device), len(manifest.items), progress, index):
             writer.append(encoded.record, encoded.values, encoded.scale)
     return EncodeResult(index, len(writer.items), writer.frames, writer.frames / model.latent_rate, skipped=False,
                         wall_seconds=time.monotonic() - started)  # fmt: skip
@@ -133,9 +133,7 @@ def _frozen_model(experiment: Experiment, model: Autoencoder | Callable[[], Auto
 
 
 def planned_indices(experiment: Experiment) -> list[int]:
-    from pipeline.shards.run import load_plan
-
-    return [shard["index"] for shard in load_plan(experiment)["shards"]]
+    return load_plan(experiment).indices
 
 
 def pre_encode_all(experiment: Experiment, workers: int = 1, force: bool = False, progress: bool = True) -> list[EncodeResult]:

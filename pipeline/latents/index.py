@@ -39,10 +39,10 @@ IDENTITY_COUNTS = ("items", "frames")
 
 
 def build_index(experiment: Experiment) -> Path:
-    from pipeline.shards.run import load_plan
+    from pipeline.shards.plan import load_plan
 
     layout = layout_of(experiment)
-    stores = [layout.store(shard["index"]) for shard in load_plan(experiment)["shards"]]
+    stores = [layout.store(index) for index in load_plan(experiment).indices]
     missing = [str(store) for store in stores if not store.is_file()]
     if missing:
         raise UserFacingError(f"{len(missing)} shard store(s) missing, run pre-encode first: {', '.join(missing[:5])}")

@@ -7,6 +7,7 @@ as ignored with the reason. Only regular files are ever opened."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import posixpath
@@ -20,25 +21,15 @@ from pipeline.audio.files import stat_regular_file
 from pipeline.config.experiment import Experiment
 from pipeline.config.hashing import canonical_digest, stage_hash
 from pipeline.errors import UserFacingError
+from pipeline.layout import Layout, layout_of, shard_name
 from pipeline.shards.keys import item_key
+from pipeline.shards.records import Budget, Manifest, Plan, PlanItem, ShardEntry, SourceFile, Totals
 from pipeline.shards.sidecars import check_sidecar, sidecar_kind
-from pipeline.utils.atomic import write_json_if_changed
+from pipeline.utils.atomic import write_json_atomic, write_json_if_changed
 
 PLAN_FORMAT = "pipeline-shard-plan"
 PLAN_VERSION = 1
 MAX_SEGMENTS_PER_SOURCE = 100_000
-
-
-def shards_dir(experiment: Experiment) -> Path:
-    return experiment.work_dir / "shards"
-
-
-def plan_path(experiment: Experiment) -> Path:
-    return shards_dir(experiment) / "plan.json"
-
-
-def shard_name(index: int) -> str:
-    return f"shard-{index:06d}"
 
 
 @dataclass
@@ -84,7 +75,7 @@ def _check_listable(audio_dir: Path) -> None:
     except OSError as error:
         raise UserFacingError(f"cannot read paths.audio_dir {audio_dir}: {error.strerror}") from None
     if not is_dir:
-        raise FileNotFoundError(f"paths.audio_dir does not exist or is not a directory: {audio_dir}")
+        raise UserFacingError(f"paths.audio_dir does not exist or is not a directory: {audio_dir}")
     try:
         os.scandir(audio_dir).close()
     except OSError as error:
@@ -256,14 +247,14 @@ def _greedy(sizes: list[int], max_items: int, max_bytes: int) -> list[list[int]]
     return groups
 
 
-def build_plan(experiment: Experiment) -> dict[str, Any]:
-    """The plan as plain data (see docs/formats.md)."""
+def build_plan(experiment: Experiment) -> Plan:
+    """The plan (see docs/formats.md)."""
     audio_dir = experiment.paths.audio_dir
     listing = list_audio_dir(audio_dir, experiment.data.extensions)
     rejected = list(listing.rejected)
     sidecars = SidecarChecks(audio_dir, listing)
-    files: list[dict[str, Any]] = []
-    items: list[dict[str, Any]] = []
+    files: list[SourceFile] = []
+    items: list[PlanItem] = []
     sizes: list[int] = []
     rate = bytes_per_second(experiment)
     for relpath in listing.audio:
@@ -272,38 +263,37 @@ def build_plan(experiment: Experiment) -> dict[str, Any]:
         except AudioRejected as rejection:
             rejected.append(_plan_reject(relpath, str(rejection)))
             continue
-        files.append({"relpath": relpath, "size": size, **asdict(header), "seconds": header.seconds,
-                      "sidecars": sidecars.of(relpath)})  # fmt: skip
+        files.append(SourceFile(relpath=relpath, size=size, **asdict(header), seconds=header.seconds,
+                                sidecars=sidecars.of(relpath)))  # fmt: skip
         for segment, (start, length) in enumerate(segments):
-            items.append({"key": item_key(relpath, segment), "relpath": relpath, "segment": segment,
-                          "segments": len(segments), "seconds_start": start, "seconds": length,
-                          "seconds_total": header.seconds})  # fmt: skip
+            items.append(PlanItem(key=item_key(relpath, segment), relpath=relpath, segment=segment,
+                                  segments=len(segments), seconds_start=start, seconds=length,
+                                  seconds_total=header.seconds))  # fmt: skip
             sizes.append(math.ceil(length * rate))
     ignored = sorted(listing.ignored + sidecars.ignored(), key=lambda entry: entry["relpath"])
     rejected = sorted(rejected + sidecars.rejected(), key=lambda entry: entry["relpath"])
     _check_unique_keys(items)
     budget = experiment.data.shard
-    files_by_relpath = {entry["relpath"]: entry for entry in files}
+    files_by_relpath = {source.relpath: source for source in files}
     shards = []
     for index, group in enumerate(assign_shards(sizes, budget.max_items, budget.max_bytes)):
-        shard_items = [items[i] for i in group]
-        entry = {"index": index, "name": shard_name(index), "items": shard_items,
-                 "seconds": sum(item["seconds"] for item in shard_items), "pcm_bytes": sum(sizes[i] for i in group)}  # fmt: skip
-        entry["digest"] = shard_digest(entry, files_by_relpath)
-        shards.append(entry)
-    return {
-        "format": PLAN_FORMAT,
-        "version": PLAN_VERSION,
-        "stage_hash": stage_hash(experiment, "shard"),
-        "audio_dir": str(audio_dir),
-        "budget": {"max_items": budget.max_items, "max_bytes": budget.max_bytes, "pcm_bytes_per_second": rate},
-        "totals": {"files": len(files), "items": len(items), "seconds": sum(f["seconds"] for f in files),
-                   "rejected": len(rejected), "ignored": len(ignored), "shards": len(shards)},  # fmt: skip
-        "files": files,
-        "shards": shards,
-        "ignored": ignored,
-        "rejected": rejected,
-    }
+        shard_items = tuple(items[i] for i in group)
+        shards.append(ShardEntry(index=index, name=shard_name(index), items=shard_items,
+                                 seconds=sum(item.seconds for item in shard_items), pcm_bytes=sum(sizes[i] for i in group),
+                                 digest=shard_digest(shard_items, files_by_relpath)))  # fmt: skip
+    return Plan(
+        format=PLAN_FORMAT,
+        version=PLAN_VERSION,
+        stage_hash=stage_hash(experiment, "shard"),
+        audio_dir=str(audio_dir),
+        budget=Budget(budget.max_items, budget.max_bytes, rate),
+        totals=Totals(files=len(files), items=len(items), seconds=sum(source.seconds for source in files),
+                      rejected=len(rejected), ignored=len(ignored), shards=len(shards)),  # fmt: skip
+        files=tuple(files),
+        shards=tuple(shards),
+        ignored=tuple(ignored),
+        rejected=tuple(rejected),
+    )
 
 
 def _accept_source(source: Path, experiment: Experiment) -> tuple[int, Header, list[tuple[float, float]]]:
@@ -351,22 +341,55 @@ class SidecarChecks:
                 for relpath in self._all() if "error" in self.checked.get(relpath, {})]  # fmt: skip
 
 
-def _check_unique_keys(items: list[dict[str, Any]]) -> None:
+def _check_unique_keys(items: list[PlanItem]) -> None:
     seen: dict[str, str] = {}
     for item in items:
-        other = seen.setdefault(item["key"], item["relpath"])
-        if other != item["relpath"]:
-            raise RuntimeError(f"key collision between {other!r} and {item['relpath']!r}: {item['key']}")
+        other = seen.setdefault(item.key, item.relpath)
+        if other != item.relpath:
+            raise RuntimeError(f"key collision between {other!r} and {item.relpath!r}: {item.key}")
 
 
-def shard_digest(shard: dict[str, Any], files_by_relpath: dict[str, dict[str, Any]]) -> str:
+def shard_digest(items: tuple[PlanItem, ...], files_by_relpath: dict[str, SourceFile]) -> str:
     """What a shard's content depends on in the plan: its items and their source files' headers."""
-    sources = [files_by_relpath[relpath] for relpath in sorted({item["relpath"] for item in shard["items"]})]
-    return canonical_digest({"items": shard["items"], "sources": sources})
+    sources = [files_by_relpath[relpath].to_json() for relpath in sorted({item.relpath for item in items})]
+    return canonical_digest({"items": [item.to_json() for item in items], "sources": sources})
 
 
-def write_plan(experiment: Experiment) -> dict[str, Any]:
+# --- the one reader and writer of plan.json and the manifests -------------------------------------
+def _layout(where: Layout | Experiment) -> Layout:
+    return where if isinstance(where, Layout) else layout_of(where)
+
+
+def write_plan(experiment: Experiment) -> Plan:
     """Build and write the plan (only if it changed, so Snakemake sees an unchanged plan as such)."""
     plan = build_plan(experiment)
-    write_json_if_changed(plan_path(experiment), plan)
+    write_json_if_changed(layout_of(experiment).plan, plan.to_json())
     return plan
+
+
+def load_plan(where: Layout | Experiment) -> Plan:
+    """The plan of an experiment (or layout); none yet, or an unreadable one, is a user error naming it."""
+    path = _layout(where).plan
+    if not path.is_file():
+        raise UserFacingError(f"no plan at {path}: run `pipeline plan` first")
+    try:
+        return Plan.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, AttributeError) as error:
+        raise UserFacingError(f"{path} is not a readable shard plan ({error}): rerun `pipeline plan`") from None
+
+
+def write_manifest(where: Layout | Experiment, manifest: Manifest) -> Path:
+    path = _layout(where).manifest(manifest.shard)
+    write_json_atomic(path, manifest.to_json())
+    return path
+
+
+def load_manifest(where: Layout | Experiment, index: int) -> Manifest:
+    """Shard `index`'s manifest; a shard not written yet, or a damaged manifest, is a user error naming it."""
+    path = _layout(where).manifest(index)
+    if not path.is_file():
+        raise UserFacingError(f"shard {index} is not written ({path} missing): run the shard stage first")
+    try:
+        return Manifest.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, AttributeError) as error:
+        raise UserFacingError(f"{path} is not a readable shard manifest ({error}): rerun the shard stage") from None

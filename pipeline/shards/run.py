@@ -15,19 +15,14 @@ from typing import Any, Callable, Iterator, TypeVar
 from tqdm import tqdm
 
 from pipeline.config.experiment import Experiment
-from pipeline.shards.plan import plan_path, shards_dir
-from pipeline.shards.writer import encode_source, is_up_to_date, manifest_path, source_tasks, write_shard_from
+from pipeline.layout import layout_of
+from pipeline.shards.plan import load_manifest, load_plan
+from pipeline.shards.records import Plan
+from pipeline.shards.writer import encode_source, is_up_to_date, source_tasks, write_shard_from
 from pipeline.utils.atomic import write_bytes_atomic, write_json_atomic
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def load_plan(experiment: Experiment) -> dict[str, Any]:
-    path = plan_path(experiment)
-    if not path.is_file():
-        raise FileNotFoundError(f"no plan at {path}: run `pipeline plan` first")
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def write_all_shards(experiment: Experiment, workers: int = 1, force: bool = False, progress: bool = True) -> "Summary":
@@ -37,20 +32,20 @@ def write_all_shards(experiment: Experiment, workers: int = 1, force: bool = Fal
     window ahead, and this process writes the tars in plan order: the load stays balanced whatever the
     shard count, and the output is byte-identical to a single-process run."""
     plan = load_plan(experiment)
-    pending = [shard for shard in plan["shards"] if force or not is_up_to_date(experiment, shard)]
-    tasks = {shard["index"]: source_tasks(experiment, plan, shard) for shard in pending}
+    pending = [shard for shard in plan.shards if force or not is_up_to_date(experiment, shard)]
+    tasks = {shard.index: source_tasks(experiment, plan, shard) for shard in pending}
     started = time.perf_counter()
     audio_seconds = 0.0
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(tqdm(total=len(pending), unit="shard", disable=not progress, file=sys.stderr, desc="shards"))
         if workers > 1 and pending:
             pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers))
-            every_task = [task for shard in pending for task in tasks[shard["index"]]]
+            every_task = [task for shard in pending for task in tasks[shard.index]]
             encoded = _ordered_map(pool, encode_source, every_task, window=4 * workers)
         else:
-            encoded = (encode_source(task) for shard in pending for task in tasks[shard["index"]])
+            encoded = (encode_source(task) for shard in pending for task in tasks[shard.index])
         for shard in pending:
-            shard_sources = itertools.islice(encoded, len(tasks[shard["index"]]))
+            shard_sources = itertools.islice(encoded, len(tasks[shard.index]))
             audio_seconds += write_shard_from(experiment, shard, shard_sources).seconds
             bar.update()
             bar.set_postfix(audio_h=f"{audio_seconds / 3600:.2f}")
@@ -98,37 +93,37 @@ class Summary:
         return text
 
 
-def summarise(experiment: Experiment, plan: dict[str, Any] | None = None) -> Summary:
+def summarise(experiment: Experiment, plan: Plan | None = None) -> Summary:
     """Gather plan and manifest rejects into `rejected.jsonl` and write `summary.json`."""
     plan = plan or load_plan(experiment)
-    rejected = list(plan["rejected"])
+    layout = layout_of(experiment)
+    rejected = list(plan.rejected)
     items = 0
     seconds = 0.0
     missing = []
-    for shard in plan["shards"]:
-        path = manifest_path(experiment, shard["index"])
-        if not path.is_file():
-            missing.append(shard["index"])
+    for shard in plan.shards:
+        if not layout.manifest(shard.index).is_file():
+            missing.append(shard.index)
             continue
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        items += len(manifest["items"])
-        seconds += manifest["seconds"]
-        rejected.extend(manifest["rejected"])
+        manifest = load_manifest(layout, shard.index)
+        items += len(manifest.items)
+        seconds += manifest.seconds
+        rejected.extend(manifest.rejected)
     rejected = _one_per_source(rejected)
     ledger = "".join(ledger_line(entry) for entry in rejected)
-    write_bytes_atomic(shards_dir(experiment) / "rejected.jsonl", ledger.encode("utf-8"))
-    sources_in_shards = {item["relpath"] for shard in plan["shards"] for item in shard["items"]}
+    write_bytes_atomic(layout.rejected, ledger.encode("utf-8"))
+    sources_in_shards = {relpath for shard in plan.shards for relpath in shard.relpaths}
     rejected_files = {entry["relpath"] for entry in rejected if "segment" not in entry}
     summary = Summary(
         files=len(sources_in_shards - rejected_files),
         items=items,
         seconds=seconds,
         rejected=len(rejected),
-        ignored=len(plan["ignored"]),
-        shards=len(plan["shards"]),
+        ignored=len(plan.ignored),
+        shards=len(plan.shards),
         missing_shards=missing,
     )
-    write_json_atomic(shards_dir(experiment) / "summary.json", {
+    write_json_atomic(layout.shard_summary, {
         "files": summary.files, "items": summary.items, "seconds": summary.seconds, "rejected": summary.rejected,
         "ignored": summary.ignored, "shards": summary.shards, "missing_shards": missing,
     })  # fmt: skip

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import json
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,36 +18,30 @@ from pipeline.config.experiment import Experiment
 from pipeline.config.sections import DataConfig
 from pipeline.config.hashing import stage_hash
 from pipeline.config.registry import build
-from pipeline.shards.plan import shard_name, shards_dir
+from pipeline.errors import UserFacingError
+from pipeline.layout import layout_of
+from pipeline.shards.plan import load_manifest, write_manifest
+from pipeline.shards.records import Manifest, ManifestItem, Plan, PlanItem, ShardEntry, SourceFile
 from pipeline.shards.sidecars import load_sidecars
-from pipeline.utils.atomic import atomic_path, canonical_json, remove_stale_temps, sha256_file, write_json_atomic
+from pipeline.utils.atomic import atomic_path, canonical_json, remove_stale_temps, sha256_file
 
 MANIFEST_FORMAT = "pipeline-shard-manifest"
 MANIFEST_VERSION = 1
 
 
-def tar_path(experiment: Experiment, index: int) -> Path:
-    return shards_dir(experiment) / f"{shard_name(index)}.tar"
-
-
-def manifest_path(experiment: Experiment, index: int) -> Path:
-    return shards_dir(experiment) / f"{shard_name(index)}.json"
-
-
-def is_up_to_date(experiment: Experiment, shard: dict[str, Any]) -> bool:
+def is_up_to_date(experiment: Experiment, shard: ShardEntry) -> bool:
     """A complete shard for this plan entry and stage hash exists (manifest present, tar size matches)."""
-    manifest_file = manifest_path(experiment, shard["index"])
-    tar_file = tar_path(experiment, shard["index"])
-    if not (manifest_file.is_file() and tar_file.is_file()):
+    tar_file = layout_of(experiment).shard_tar(shard.index)
+    if not tar_file.is_file():
         return False
     try:
-        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = load_manifest(experiment, shard.index)
+    except UserFacingError:  # missing or damaged: the shard is rewritten
         return False
     return (
-        manifest.get("stage_hash") == stage_hash(experiment, "shard")
-        and manifest.get("plan_digest") == shard["digest"]
-        and manifest.get("tar_bytes") == tar_file.stat().st_size
+        manifest.stage_hash == stage_hash(experiment, "shard")
+        and manifest.plan_digest == shard.digest
+        and manifest.tar_bytes == tar_file.stat().st_size
     )
 
 
@@ -61,35 +54,29 @@ class ShardResult:
     skipped: bool = False
 
 
-def write_shard(experiment: Experiment, plan: dict[str, Any], index: int, force: bool = False) -> ShardResult:
+def write_shard(experiment: Experiment, plan: Plan, index: int, force: bool = False) -> ShardResult:
     """Write shard `index` of `plan` in this process unless an up-to-date one exists."""
-    shard = shard_entry(plan, index)
+    shard = plan.shard(index)  # a user error naming the plan's range
     if not force and is_up_to_date(experiment, shard):
         return existing_result(experiment, index)
     return write_shard_from(experiment, shard, map(encode_source, source_tasks(experiment, plan, shard)))
 
 
-def shard_entry(plan: dict[str, Any], index: int) -> dict[str, Any]:
-    count = len(plan["shards"])
-    if not 0 <= index < count:
-        raise IndexError(f"shard {index} does not exist: the plan has {count} shards (0..{count - 1})")
-    return plan["shards"][index]
-
-
 def existing_result(experiment: Experiment, index: int) -> ShardResult:
-    manifest = json.loads(manifest_path(experiment, index).read_text(encoding="utf-8"))
-    return ShardResult(index, len(manifest["items"]), manifest["seconds"], manifest["rejected"], skipped=True)
+    manifest = load_manifest(experiment, index)
+    return ShardResult(index, len(manifest.items), manifest.seconds, list(manifest.rejected), skipped=True)
 
 
-def write_shard_from(experiment: Experiment, shard: dict[str, Any], encoded: Iterable[EncodedSource]) -> ShardResult:
+def write_shard_from(experiment: Experiment, shard: ShardEntry, encoded: Iterable[EncodedSource]) -> ShardResult:
     """Write the tar, then the manifest, from the shard's encoded sources in plan order."""
-    index = shard["index"]
-    tar_file, manifest_file = tar_path(experiment, index), manifest_path(experiment, index)
+    index = shard.index
+    layout = layout_of(experiment)
+    tar_file, manifest_file = layout.shard_tar(index), layout.manifest(index)
     manifest_file.unlink(missing_ok=True)  # the old manifest must not vouch for the tar being rewritten
     for stale in (tar_file, manifest_file):
         remove_stale_temps(stale.parent, stale.name)
 
-    entries: list[dict[str, Any]] = []
+    entries: list[ManifestItem] = []
     rejected: list[dict[str, Any]] = []
     with atomic_path(tar_file) as temp_tar:
         with tarfile.open(temp_tar, "w", format=tarfile.PAX_FORMAT) as archive:
@@ -99,24 +86,24 @@ def write_shard_from(experiment: Experiment, shard: dict[str, Any], encoded: Ite
                     for name, payload in members:
                         archive.addfile(_member(name, len(payload)), io.BytesIO(payload))
                     entries.append(entry)
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "version": MANIFEST_VERSION,
-        "shard": index,
-        "tar": tar_file.name,
-        "tar_sha256": sha256_file(tar_file),
-        "tar_bytes": tar_file.stat().st_size,
-        "stage_hash": stage_hash(experiment, "shard"),
-        "plan_digest": shard["digest"],
-        "sample_rate": experiment.data.sample_rate,
-        "channels": experiment.data.channels,
-        "codec": experiment.data.codec.model_dump(mode="json"),
-        "seconds": sum(entry["seconds"] for entry in entries),
-        "items": entries,
-        "rejected": rejected,
-    }
-    write_json_atomic(manifest_file, manifest)
-    return ShardResult(index, len(entries), manifest["seconds"], rejected)
+    manifest = Manifest(
+        format=MANIFEST_FORMAT,
+        version=MANIFEST_VERSION,
+        shard=index,
+        tar=tar_file.name,
+        tar_sha256=sha256_file(tar_file),
+        tar_bytes=tar_file.stat().st_size,
+        stage_hash=stage_hash(experiment, "shard"),
+        plan_digest=shard.digest,
+        sample_rate=experiment.data.sample_rate,
+        channels=experiment.data.channels,
+        codec=experiment.data.codec.model_dump(mode="json"),
+        seconds=sum(entry.seconds for entry in entries),
+        items=tuple(entries),
+        rejected=tuple(rejected),
+    )
+    write_manifest(layout, manifest)
+    return ShardResult(index, len(entries), manifest.seconds, rejected)
 
 
 def _member(name: str, size: int) -> tarfile.TarInfo:
@@ -135,71 +122,75 @@ class SourceTask:
 
     data: DataConfig
     audio_dir: str
-    source: dict[str, Any]  # the plan's file entry
-    items: tuple[dict[str, Any], ...]
+    source: SourceFile
+    items: tuple[PlanItem, ...]
 
 
 @dataclass
 class EncodedSource:
-    samples: list[tuple[dict[str, Any], list[tuple[str, bytes]]]]  # (manifest entry, tar members)
+    samples: list[tuple[ManifestItem, list[tuple[str, bytes]]]]  # (manifest entry, tar members)
     rejected: list[dict[str, Any]]
 
 
-def source_tasks(experiment: Experiment, plan: dict[str, Any], shard: dict[str, Any]) -> list[SourceTask]:
+def source_tasks(experiment: Experiment, plan: Plan, shard: ShardEntry) -> list[SourceTask]:
     """The shard's items grouped by source file, in plan order (a file is decoded once per shard)."""
-    files = {entry["relpath"]: entry for entry in plan["files"]}
+    files = plan.files_by_relpath()
     tasks: list[SourceTask] = []
-    for relpath, items in itertools.groupby(shard["items"], key=lambda item: item["relpath"]):
-        tasks.append(SourceTask(experiment.data, plan["audio_dir"], files[relpath], tuple(items)))
+    for relpath, items in itertools.groupby(shard.items, key=lambda item: item.relpath):
+        tasks.append(SourceTask(experiment.data, plan.audio_dir, files[relpath], tuple(items)))
     return tasks
 
 
 def encode_source(task: SourceTask) -> EncodedSource:
     """Decode, convert and encode one source's items; a bad source becomes a reject, not an error."""
     data, source = task.data, task.source
-    relpath = source["relpath"]
+    relpath = source.relpath
     audio_dir = Path(task.audio_dir)
     try:
-        audio = prepare(audio_dir / relpath, data.sample_rate, data.channels, data.multichannel, source["frames"])
+        audio = prepare(audio_dir / relpath, data.sample_rate, data.channels, data.multichannel, source.frames)
     except AudioRejected as rejection:
         return EncodedSource([], [{"relpath": relpath, "stage": "shard", "reason": str(rejection)}])
     codec = build("codec", data.codec)
     metadata, metadata_error, rejected = _sidecar_metadata(audio_dir, source)
     samples = []
     for item in task.items:
-        start = round(item["seconds_start"] * data.sample_rate)
-        segment = audio[start : start + round(item["seconds"] * data.sample_rate)]
+        start = round(item.seconds_start * data.sample_rate)
+        segment = audio[start : start + round(item.seconds * data.sample_rate)]
         if len(segment) < max(1, round(data.min_item_seconds * data.sample_rate)):
-            rejected.append({"relpath": relpath, "stage": "shard", "segment": item["segment"],
+            rejected.append({"relpath": relpath, "stage": "shard", "segment": item.segment,
                              "reason": f"too short after decoding: {len(segment)} frames at {data.sample_rate} Hz"})  # fmt: skip
             continue
-        entry = {
-            **{name: item[name] for name in ("key", "relpath", "segment", "segments", "seconds_start", "seconds_total")},
-            "seconds": len(segment) / data.sample_rate,
-            "frames": len(segment),
-            "sample_rate": data.sample_rate,
-            "channels": data.channels,
-            "original_sample_rate": source["sample_rate"],
-            "original_channels": source["channels"],
-            "original_format": source["format"],
-        }
-        sample_json = {**metadata, **entry}  # the stage's own fields win over sidecar metadata
-        if metadata_error:
-            entry["metadata_error"] = metadata_error
+        entry = ManifestItem(
+            key=item.key,
+            relpath=item.relpath,
+            segment=item.segment,
+            segments=item.segments,
+            seconds_start=item.seconds_start,
+            seconds_total=item.seconds_total,
+            seconds=len(segment) / data.sample_rate,
+            frames=len(segment),
+            sample_rate=data.sample_rate,
+            channels=data.channels,
+            original_sample_rate=source.sample_rate,
+            original_channels=source.channels,
+            original_format=source.format,
+            metadata_error=metadata_error or None,
+        )
+        sample_json = {**metadata, **entry.sample_fields()}  # the stage's own fields win over sidecar metadata
         members = [
-            (f"{item['key']}.{codec.extension}", codec.encode(segment, data.sample_rate)),
-            (f"{item['key']}.json", canonical_json(sample_json).encode("utf-8")),
+            (f"{item.key}.{codec.extension}", codec.encode(segment, data.sample_rate)),
+            (f"{item.key}.json", canonical_json(sample_json).encode("utf-8")),
         ]
         samples.append((entry, members))
     return EncodedSource(samples, rejected)
 
 
-def _sidecar_metadata(audio_dir: Path, source: dict[str, Any]) -> tuple[dict[str, Any], str | None, list[dict]]:
+def _sidecar_metadata(audio_dir: Path, source: SourceFile) -> tuple[dict[str, Any], str | None, list[dict]]:
     """Sidecar fields for the sample JSON, the items' `metadata_error`, and ledger entries for sidecars
     that became unusable after the plan checked them (the plan already lists the ones it found)."""
-    metadata, problems = load_sidecars(audio_dir, source.get("sidecars", {}))
+    metadata, problems = load_sidecars(audio_dir, source.sidecars)
     error = "; ".join(f"{relpath}: {reason}" for relpath, reason in problems) or None
-    known = {entry["relpath"] for entry in source.get("sidecars", {}).values() if "error" in entry}
+    known = {entry["relpath"] for entry in source.sidecars.values() if "error" in entry}
     rejected = [{"relpath": relpath, "stage": "shard", "reason": f"metadata sidecar not used: {reason}"}
                 for relpath, reason in problems if relpath not in known]  # fmt: skip
     return metadata, error, rejected

@@ -35,7 +35,7 @@ from pipeline.layout import RunFiles, layout_of
 from pipeline.models.autoencoder.checkpoints import NonFiniteWeights, check_finite_weights, save_autoencoder
 from pipeline.models.autoencoder.model import Autoencoder
 from pipeline.shards.reader import RandomCrops, fixed_crop, read_items, shard_tars
-from pipeline.shards.run import load_plan
+from pipeline.shards.plan import load_manifest, load_plan
 from pipeline.train.losses import ReconstructionLoss
 from pipeline.utils.atomic import atomic_path, remove_stale_temps, write_json_atomic
 from pipeline.utils.devices import pick_device
@@ -156,9 +156,8 @@ def _training_config(experiment: Experiment) -> AutoencoderTrainingConfig:
 def held_out_keys(experiment: Experiment, count: int) -> frozenset[str]:
     """The first `count` items of the last planned shards (by the manifests, without decoding audio)."""
     keys: list[str] = []
-    for shard in reversed(load_plan(experiment)["shards"]):
-        manifest = json.loads(layout_of(experiment).manifest(shard["index"]).read_text(encoding="utf-8"))
-        keys.extend(item["key"] for item in manifest["items"][: count - len(keys)])
+    for index in reversed(load_plan(experiment).indices):
+        keys.extend(load_manifest(experiment, index).keys[: count - len(keys)])
         if len(keys) >= count:
             break
     return frozenset(keys)
@@ -166,7 +165,7 @@ def held_out_keys(experiment: Experiment, count: int) -> frozenset[str]:
 
 def holdout_batch(tars: list[Path], keys: frozenset[str], crop_samples: int) -> torch.Tensor:
     """The first crop of every held-out item, in key order: (items, channels, crop_samples)."""
-    crops = {item.key: fixed_crop(item.audio, crop_samples) for item in read_items(tars) if item.key in keys}
+    crops = {item.key: fixed_crop(item.audio, crop_samples) for item in read_items(tars, keep=keys.__contains__)}
     return torch.from_numpy(np.stack([crops[key] for key in sorted(crops)]))
 
 

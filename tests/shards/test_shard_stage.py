@@ -26,9 +26,10 @@ def sharded(tmp_path_factory, corpus):
 
     directory = tmp_path_factory.mktemp("sharded")
     experiment = load_experiment(experiment_file(directory, corpus[0], directory / "work"))
-    plan = write_plan(experiment)
+    write_plan(experiment)
     summary = write_all_shards(experiment, workers=1, progress=False)
     shards = experiment.work_dir / "shards"
+    plan = json.loads((shards / "plan.json").read_text())  # the documented format, as on disk
     manifests = [json.loads((shards / f"{s['name']}.json").read_text()) for s in plan["shards"]]
     rejected = [json.loads(line) for line in (shards / "rejected.jsonl").read_text().splitlines()]
     return experiment, plan, manifests, rejected, summary
@@ -147,7 +148,7 @@ def test_channel_conversion_independently(sharded, corpus):
 def test_rejects_multichannel_when_configured(make_experiment):
     path, experiment = make_experiment("reject6", multichannel="reject")
     plan = write_plan(experiment)
-    reasons = {entry["relpath"]: entry["reason"] for entry in plan["rejected"]}
+    reasons = {entry["relpath"]: entry["reason"] for entry in plan.rejected}
     assert "unsupported channel layout: 6 channels" in reasons["surround/six_channels_48k.wav"]
 
 

@@ -35,7 +35,12 @@ rule shard_one:
 
 
 def planned_indices(wildcards):
-    """Index of every shard in the plan (evaluated after the `plan` checkpoint ran)."""
+    """Index of every shard in the plan (evaluated after the `plan` checkpoint ran).
+
+    The .smk files import only pipeline.config and pipeline.layout, and the typed plan records
+    (pipeline.shards.records, read by pipeline.shards.plan.load_plan) sit in the shard stage, which
+    pulls in the audio libraries. All a rule needs is `shards[].index` (docs/formats.md), so it is
+    read here with the standard library."""
     import json
 
     plan_file = checkpoints.plan.get().output[0]
