@@ -3,7 +3,10 @@
 - `pipeline.models` knows torch and the config basics, never the experiment, the layout or a stage;
 - `pipeline.latents` never imports `encode`, `train` or `sample`;
 - no module imports another package's private (`_name`) helpers;
-- the `.smk` files import only `pipeline.config` and `pipeline.layout` from the package.
+- the `.smk` files import only `pipeline.config` and `pipeline.layout` from the package;
+- what loading, validating and hashing an experiment imports is torch-free: `pipeline.config`, the
+  layout, the component config modules (`*_config`, `config`) and the packages around them import no
+  torch and no module that is not torch-free itself (`tests/test_torch_free.py` checks the result).
 
 `test_the_rules_catch_a_violation` shows each rule failing on a module written to break it."""
 
@@ -26,6 +29,9 @@ FORBIDDEN = {
     "pipeline.latents": ("pipeline.encode", "pipeline.train", "pipeline.sample"),
 }
 SMK_ALLOWED = ("pipeline.config", "pipeline.layout")
+TORCH = ("torch", "torchaudio", "vector_quantize_pytorch")
+TORCH_FREE = ("pipeline", "pipeline.layout", "pipeline.errors", "pipeline.audio.codecs", "pipeline.audio.io")
+MODEL_PACKAGES = {".".join(path.relative_to(REPO_ROOT).parent.parts) for path in (PACKAGE / "models").rglob("__init__.py")}
 
 
 def module_name(path: Path) -> str:
@@ -51,9 +57,17 @@ def within(name: str, package: str) -> bool:
     return name == package or name.startswith(package + ".")
 
 
+def torch_free(module: str) -> bool:
+    leaf = module.rsplit(".", 1)[-1]
+    in_models = within(module, "pipeline.models") and (leaf.endswith("_config") or leaf == "config" or module in MODEL_PACKAGES)
+    return module in TORCH_FREE or within(module, "pipeline.config") or in_models
+
+
 def violations(source: str, module: str) -> list[str]:
     problems = []
     for imported, name, line in imports(source, module):
+        if torch_free(module) and (imported.split(".")[0] in TORCH or (within(imported, "pipeline") and not torch_free(imported))):
+            problems.append(f"{module}:{line} is torch-free but imports {imported}")
         for package, forbidden in FORBIDDEN.items():
             if within(module, package):
                 problems += [f"{module}:{line} imports {imported}" for bad in forbidden if within(imported, bad)]
@@ -96,6 +110,9 @@ def test_snakemake_files_import_only_config_and_layout():
         ("pipeline.latents.index", "from pipeline.encode.pre_encode import store_path", "imports pipeline.encode.pre_encode"),
         ("pipeline.latents.index", "from ..train import loop", "imports pipeline.train"),
         ("pipeline.encode.pre_encode", "from pipeline.shards.writer import _encode_sample", "imports private"),
+        ("pipeline.models.autoencoder.oobleck_config", "import torch.nn", "torch-free but imports torch.nn"),
+        ("pipeline.config.sections", "from pipeline.models.autoencoder.oobleck import X", "torch-free but imports pipeline.models.autoencoder.oobleck"),
+        ("pipeline.models.autoencoder", "from pipeline.models.autoencoder.model import Autoencoder", "torch-free but imports pipeline.models.autoencoder.model"),
     ],
 )  # fmt: skip
 def test_the_rules_catch_a_violation(module, source, expected):

@@ -1,8 +1,27 @@
-"""Component registry: `@register(kind, name, config=...)` and the discriminated unions built from it.
+"""Component registry: the discriminated unions the experiment validates against, and `build`.
 
-A component is a class plus a pydantic config class whose `type` field is `Literal[name]`. Every
-registered config of a kind forms the union that the experiment validates against, so adding a
-component is one new module under a discovered package and no edit anywhere else.
+A component is a class plus a pydantic config class whose `type` field is `Literal[name]`. The two
+live in two modules, so that loading and validating an experiment never imports torch:
+
+    # pipeline/models/autoencoder/oobleck_config.py   (torch-free: pydantic and the config basics only)
+    @register_config("encoder", "oobleck", component="pipeline.models.autoencoder.oobleck:OobleckEncoder")
+    class OobleckEncoderConfig(ComponentConfig):
+        type: Literal["oobleck"] = "oobleck"
+        ...
+
+    # pipeline/models/autoencoder/oobleck.py          (the nn.Module; imported only when it is built)
+    @register("encoder", "oobleck", config=OobleckEncoderConfig)
+    class OobleckEncoder(nn.Module): ...
+
+`discover()` imports the config modules only: every module named `*_config` below a package of
+COMPONENT_PACKAGES (and a module listed there itself). `build(kind, config)` imports the component's
+module on first use; its `@register` must name the same kind, name and config class, or the build
+fails, so the two halves cannot drift apart. Facts that validation needs about a component (the
+VAE's encoder width factor) are class attributes of its config, never of the component class.
+
+A component with no heavy imports may be registered by `@register` alone, next to its config in a
+discovered module (the shard codecs): the config is then registered together with the class.
+Either way, adding a component is one class + one config class and no edit anywhere else.
 """
 
 from __future__ import annotations
@@ -18,42 +37,96 @@ from pydantic_core import PydanticCustomError
 
 from pipeline.config.base import ComponentConfig
 
-# Modules, and packages whose modules (recursively), are imported before the experiment model is built.
-# Component modules are leaves: they import pipeline.config.base/registry, never the experiment.
+# Modules imported before the experiment model is built, and packages whose `*_config` modules
+# (recursively) are. Config modules are leaves: they import pipeline.config.base/registry and other
+# config modules, never torch, a component module or the experiment.
 COMPONENT_PACKAGES = ("pipeline.audio.codecs", "pipeline.models")
+CONFIG_MODULE_SUFFIX = "_config"
 
 T = TypeVar("T")
+C = TypeVar("C", bound=type[ComponentConfig])
 
 
 @dataclass(frozen=True)
 class Registration:
     kind: str
     name: str
-    component: type
     config: type[ComponentConfig]
+    target: str  # "package.module:QualName" of the component class
+
+    @property
+    def component(self) -> type:
+        """The component class, importing its module on first use (it may import torch)."""
+        if self.target not in _classes:
+            importlib.import_module(self.target.partition(":")[0])
+        cls = _classes.get(self.target)
+        if cls is None:
+            raise LookupError(
+                f"{self.kind} '{self.name}': {self.target} is not registered; decorate it with "
+                f"@register({self.kind!r}, {self.name!r}, config={self.config.__name__})"
+            )
+        return cls
 
 
 _registry: dict[str, dict[str, Registration]] = {}
+_classes: dict[str, type] = {}  # target -> the class its @register decorated
+
+
+def register_config(kind: str, name: str, *, component: str) -> Callable[[C], C]:
+    """Config-class decorator: `{type: name, ...}` is valid wherever `kind` is configured, and builds
+    `component` ("package.module:ClassName", imported when built)."""
+    if component.count(":") != 1 or not all(component.partition(":")[::2]):
+        raise ValueError(f"{kind} '{name}': component must be 'package.module:ClassName', got {component!r}")
+
+    def decorate(config: C) -> C:
+        _add(Registration(kind, name, config, component))
+        return config
+
+    return decorate
 
 
 def register(kind: str, name: str, *, config: type[ComponentConfig]) -> Callable[[type[T]], type[T]]:
-    """Class decorator: make `cls` available as `{type: name, ...}` wherever `kind` is configured."""
+    """Component-class decorator: `cls` is what `build` makes for `{type: name}` configs of `kind`.
+    If `config` was registered by `register_config`, both must name this class."""
     _check_config_class(kind, name, config)
 
     def decorate(cls: type[T]) -> type[T]:
-        entries = _registry.setdefault(kind, {})
-        existing = entries.get(name)
-        if existing is not None and existing.component.__qualname__ != cls.__qualname__:
+        target = f"{cls.__module__}:{cls.__qualname__}"
+        existing = _registry.get(kind, {}).get(name)
+        if existing is None or existing.target != target:
+            _add(Registration(kind, name, config, target))  # a config-less registration, or "registered twice"
+        elif not _same_class(existing.config, config):
             raise ValueError(
-                f"{kind} '{name}' is registered twice: {existing.component.__module__}."
-                f"{existing.component.__qualname__} and {cls.__module__}.{cls.__qualname__}"
+                f"{kind} '{name}': {target} is registered with config {_qualified(config)}, but "
+                f"{_qualified(existing.config)} was registered for it"
             )
-        entries[name] = Registration(kind, name, cls, config)
+        _classes[target] = cls
         cls.config_class = config  # type: ignore[attr-defined]
         cls.registered_name = name  # type: ignore[attr-defined]
         return cls
 
     return decorate
+
+
+def _add(entry: Registration) -> None:
+    _check_config_class(entry.kind, entry.name, entry.config)
+    entries = _registry.setdefault(entry.kind, {})
+    existing = entries.get(entry.name)
+    # The same declaration seen again (a module imported twice, e.g. as __main__) replaces the first.
+    if existing is not None and (existing.target != entry.target or not _same_class(existing.config, entry.config)):
+        raise ValueError(
+            f"{entry.kind} '{entry.name}' is registered twice: {existing.target} (config "
+            f"{_qualified(existing.config)}) and {entry.target} (config {_qualified(entry.config)})"
+        )
+    entries[entry.name] = entry
+
+
+def _same_class(a: type, b: type) -> bool:
+    return _qualified(a) == _qualified(b)
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _check_config_class(kind: str, name: str, config: type) -> None:
@@ -104,7 +177,7 @@ _discovered = False
 
 
 def discover() -> None:
-    """Import COMPONENT_PACKAGES and every module below them once, so their `@register` calls run."""
+    """Import COMPONENT_PACKAGES' config modules once, so their registrations run (no component module)."""
     global _discovered
     if _discovered:
         return
@@ -116,5 +189,6 @@ def discover() -> None:
                 continue
             raise
         for module in pkgutil.walk_packages(getattr(package, "__path__", []), prefix=package_name + "."):
-            importlib.import_module(module.name)
+            if not module.ispkg and module.name.endswith(CONFIG_MODULE_SUFFIX):
+                importlib.import_module(module.name)
     _discovered = True

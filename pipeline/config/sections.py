@@ -9,11 +9,11 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from pipeline.config.base import StrictModel, check_fields
-from pipeline.config.registry import component_union, discover, registered
+from pipeline.config.registry import component_union, discover
 from pipeline.config.types import ByteSize, ResolvedPath
 from pipeline.models.autoencoder.config import AutoencoderModelConfig
 
-discover()  # registered components must exist before the unions below are built
+discover()  # registered configs must exist before the unions below are built (imports no component)
 
 STAGES = ("plan", "shard", "train_autoencoder", "pre_encode", "index", "train", "sample")
 MIN_ITEM_SECONDS = 0.05  # shortest max_item_seconds: shorter segments are noise and multiply the plan

@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from pipeline.config.base import ComponentConfig
-from pipeline.config.registry import build, component_union, register, registered
+from pipeline.config.registry import build, component_union, register, register_config, registered
 
 
 class WidgetA(ComponentConfig):
@@ -85,20 +85,30 @@ def test_builtin_codecs_are_discovered():
 
 
 def test_a_new_component_module_needs_no_edit_elsewhere(tmp_path):
-    """A module in a discovered package registers a codec; the experiment and its schema accept it."""
+    """A config module in a discovered package registers a codec: the experiment and its schema accept it
+    without importing the component's module, which `build` imports (and checks) when it is built."""
     package = tmp_path / "extra_components"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "raw_codec.py").write_text(
+    (package / "raw_config.py").write_text(
         textwrap.dedent(
             """
             from typing import Literal
             from pipeline.config.base import ComponentConfig
-            from pipeline.config.registry import register
+            from pipeline.config.registry import register_config
 
+            @register_config("codec", "raw", component="extra_components.raw:RawCodec")
             class RawCodecConfig(ComponentConfig):
                 type: Literal["raw"] = "raw"
                 endian: Literal["little", "big"] = "little"
+            """
+        )
+    )
+    (package / "raw.py").write_text(
+        textwrap.dedent(
+            """
+            from pipeline.config.registry import register
+            from extra_components.raw_config import RawCodecConfig
 
             @register("codec", "raw", config=RawCodecConfig)
             class RawCodec:
@@ -116,7 +126,10 @@ def test_a_new_component_module_needs_no_edit_elsewhere(tmp_path):
         from pipeline.config.schema import experiment_schema
         exp = Experiment.model_validate(
             {"name": "x", "paths": {"audio_dir": "a"}, "data": {"codec": {"type": "raw", "endian": "big"}}})
-        print(json.dumps({"codec": type(exp.data.codec).__name__,
+        imported_early = "extra_components.raw" in sys.modules
+        codec = registry.build("codec", exp.data.codec)
+        print(json.dumps({"codec": type(exp.data.codec).__name__, "built": type(codec).__name__,
+                          "imported_early": imported_early,
                           "in_schema": "RawCodecConfig" in experiment_schema()["$defs"]}))
         """
     )
@@ -125,4 +138,38 @@ def test_a_new_component_module_needs_no_edit_elsewhere(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, env={"PYTHONPATH": env_path, "PATH": ""},
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"codec": "RawCodecConfig", "in_schema": True}
+    assert json.loads(result.stdout) == {
+        "codec": "RawCodecConfig", "built": "RawCodec", "imported_early": False, "in_schema": True
+    }
+
+
+class LazyWidget(ComponentConfig):
+    type: Literal["lazy"] = "lazy"
+
+
+class Stray(ComponentConfig):
+    type: Literal["lazy"] = "lazy"
+
+
+class LazyComponent:  # decorated in the tests below, as its module's @register would
+    def __init__(self, config: LazyWidget):
+        self.config = config
+
+
+def test_a_config_registered_by_path_builds_the_class_that_registers_it():
+    register_config("test_lazy", "lazy", component=f"{__name__}:LazyComponent")(LazyWidget)
+    with pytest.raises(LookupError, match="is not registered; decorate it with @register"):
+        build("test_lazy", LazyWidget())  # the module is imported, but nothing registered that class
+    register("test_lazy", "lazy", config=LazyWidget)(LazyComponent)
+    assert isinstance(build("test_lazy", LazyWidget()), LazyComponent)
+
+
+def test_class_and_config_registrations_must_agree():
+    register_config("test_agree", "lazy", component="somewhere.else:Thing")(LazyWidget)
+    with pytest.raises(ValueError, match="registered twice"):  # another class than the config names
+        register("test_agree", "lazy", config=LazyWidget)(LazyComponent)
+    register_config("test_agree2", "lazy", component=f"{__name__}:LazyComponent")(LazyWidget)
+    with pytest.raises(ValueError, match="is registered with config .*Stray, but .*LazyWidget was registered"):
+        register("test_agree2", "lazy", config=Stray)(LazyComponent)
+    with pytest.raises(ValueError, match="package.module:ClassName"):
+        register_config("test_agree3", "lazy", component="no_colon")

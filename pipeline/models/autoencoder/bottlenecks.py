@@ -5,25 +5,30 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from pipeline.config.base import ComponentConfig
 from pipeline.config.registry import register
+from pipeline.models.autoencoder.bottlenecks_config import (
+    BottleneckConfig,
+    IdentityBottleneckConfig,
+    TanhBottleneckConfig,
+    VAEBottleneckConfig,
+)
 
 
 class Bottleneck(nn.Module):
-    is_discrete = False
-    encoder_width_factor = 1  # encoder output width / latent width
-
-    def __init__(self, config: ComponentConfig, dim: int):
+    def __init__(self, config: BottleneckConfig, dim: int):
         """`dim`: the latent width (decoder input); quantisers need it, the others ignore it."""
         super().__init__()
         self.config = config
+
+    @property
+    def is_discrete(self) -> bool:
+        return self.config.is_discrete
 
     def encode(self, x: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, dict[str, Any]]:
         raise NotImplementedError
@@ -32,14 +37,8 @@ class Bottleneck(nn.Module):
         return latents
 
 
-class VAEBottleneckConfig(ComponentConfig):
-    type: Literal["vae"] = "vae"
-
-
 @register("bottleneck", "vae", config=VAEBottleneckConfig)
 class VAEBottleneck(Bottleneck):
-    encoder_width_factor = 2
-
     def encode(self, x: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, dict[str, Any]]:
         mean, scale_logit = x.chunk(2, dim=1)
         stdev = F.softplus(scale_logit) + 1e-4
@@ -49,19 +48,10 @@ class VAEBottleneck(Bottleneck):
         return latents, {"kl": kl, "mean": mean, "scale": stdev}
 
 
-class TanhBottleneckConfig(ComponentConfig):
-    type: Literal["tanh"] = "tanh"
-    scale: float = Field(1.0, gt=0.0, le=1e6)
-
-
 @register("bottleneck", "tanh", config=TanhBottleneckConfig)
 class TanhBottleneck(Bottleneck):
     def encode(self, x: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, dict[str, Any]]:
         return torch.tanh(x / self.config.scale) * self.config.scale, {}
-
-
-class IdentityBottleneckConfig(ComponentConfig):
-    type: Literal["identity"] = "identity"
 
 
 @register("bottleneck", "identity", config=IdentityBottleneckConfig)

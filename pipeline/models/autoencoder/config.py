@@ -1,14 +1,15 @@
 """`AutoencoderModelConfig`: encoder -> bottleneck -> decoder, beside the `Autoencoder` it builds.
-Torch-free in itself (the component configs come from the registry)."""
+Torch-free: the component configs come from the registry's `*_config` modules, and its checks read
+only config classes (never an nn.Module)."""
 
 from __future__ import annotations
 
 from pydantic import Field, model_validator
 
 from pipeline.config.base import StrictModel, check_fields
-from pipeline.config.registry import component_union, discover, registered
+from pipeline.config.registry import component_union, discover
 
-discover()  # registered components must exist before the unions below are built
+discover()  # registered configs must exist before the unions below are built (imports no component)
 
 
 class AutoencoderModelConfig(StrictModel):
@@ -22,7 +23,7 @@ class AutoencoderModelConfig(StrictModel):
     @model_validator(mode="after")
     def _check_geometry(self) -> "AutoencoderModelConfig":
         problems = []
-        factor = registered("bottleneck")[self.bottleneck.type].component.encoder_width_factor
+        factor = self.bottleneck.encoder_width_factor
         expected = factor * self.decoder.latent_dim
         if self.encoder.latent_dim != expected:
             why = f"{factor} x decoder.latent_dim for a {self.bottleneck.type} bottleneck" if factor != 1 else "decoder.latent_dim"
