@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from pipeline.config import load_experiment, to_plain
@@ -149,3 +150,65 @@ def test_hostile_experiment_files_are_config_errors_not_tracebacks(tmp_path):
         assert "Traceback" not in result.stderr
         problems = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
         assert len(problems) == 1 and str(tmp_path / name) in problems[0], (name, result.stderr)
+
+
+# --- user mistakes are one line; anything else keeps its traceback (in-process, through `main`) ---
+def _demo_args(tmp_path) -> list[str]:
+    return [str(DEMO_EXPERIMENT), f"paths.audio_dir={tmp_path / 'audio'}", f"paths.work_dir={tmp_path / 'work'}"]
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_user_mistakes_print_one_line_naming_them(tmp_path, capsys):
+    from pipeline.audio.demo import write_demo_data
+    from pipeline.cli import main
+
+    assert main(["shard", *_demo_args(tmp_path), "--shard", "0"]) == 1
+    assert "no plan at" in _one_line_error(capsys)
+    assert main(["plan", *_demo_args(tmp_path)]) == 1
+    assert "paths.audio_dir does not exist" in _one_line_error(capsys)
+    write_demo_data(tmp_path / "audio", seed=1, total_seconds=12)
+    assert main(["plan", *_demo_args(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["shard", *_demo_args(tmp_path), "--shard", "99"]) == 1
+    assert "shard 99 is not in the plan" in _one_line_error(capsys)
+    assert main(["pre-encode", *_demo_args(tmp_path), "--shard", "99", "--quiet"]) == 1
+    assert "shard 99 is not in the plan" in _one_line_error(capsys)
+    assert main(["pre-encode", *_demo_args(tmp_path), "--shard", "0", "--quiet"]) == 1
+    assert "shard 0 is not written" in _one_line_error(capsys)
+    assert main(["import-sat", str(tmp_path / "missing.json")]) == 1
+    assert "missing.json: no such file" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("bug", [IndexError, KeyError, FileNotFoundError])
+def test_a_bug_deep_in_a_stage_keeps_its_traceback(tmp_path, monkeypatch, bug):
+    """The exception types that user mistakes used to raise are not swallowed when a bug raises them."""
+    import pipeline.shards.plan
+    from pipeline.cli import main
+
+    def broken(experiment):
+        raise bug("list index out of range, deep inside the plan")
+
+    monkeypatch.setattr(pipeline.shards.plan, "build_plan", broken)
+    with pytest.raises(bug, match="deep inside the plan"):
+        main(["plan", *_demo_args(tmp_path)])
+
+
+def test_a_bug_in_the_shard_writer_keeps_its_traceback(tmp_path, monkeypatch):
+    import pipeline.shards.writer
+    from pipeline.audio.demo import write_demo_data
+    from pipeline.cli import main
+
+    write_demo_data(tmp_path / "audio", seed=1, total_seconds=12)
+    assert main(["plan", *_demo_args(tmp_path)]) == 0
+
+    def broken(*args, **kwargs):
+        return [][1]
+
+    monkeypatch.setattr(pipeline.shards.writer, "encode_source", broken)  # deep: per source file, in the writer
+    with pytest.raises(IndexError):
+        main(["shard", *_demo_args(tmp_path), "--shard", "0"])

@@ -35,7 +35,7 @@ def import_sat_config(path: str | Path, checkpoint: str | None = None, checkpoin
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise
+        raise SatImportError(f"{path}: no such file") from None
     except (OSError, ValueError) as error:
         raise SatImportError(f"{path}: not a readable JSON file ({error})") from error
     block, sample_rate, training = _autoencoder_block(document, path)
