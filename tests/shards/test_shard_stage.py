@@ -187,3 +187,37 @@ def test_rerun_skips_complete_shards_and_redoes_changed_ones(make_experiment):
     changed = load_experiment(path, ["data.codec={type: flac, bits: 24}"])
     write_plan(changed)
     assert write_all_shards(changed, progress=False).written == first.written
+
+
+def test_typed_records_read_back_the_files_exactly(sharded):
+    """load_plan / load_manifest give records whose JSON is the file's content, byte for byte."""
+    from pipeline.layout import layout_of
+    from pipeline.shards.plan import load_manifest, load_plan
+    from pipeline.utils.atomic import canonical_json
+
+    experiment, plan, manifests, _, _ = sharded
+    layout = layout_of(experiment)
+    typed = load_plan(experiment)
+    assert canonical_json(typed.to_json()) == layout.plan.read_text(encoding="utf-8")
+    assert typed.to_json() == plan and typed.indices == [shard["index"] for shard in plan["shards"]]
+    for index, manifest in zip(typed.indices, manifests, strict=True):
+        record = load_manifest(layout, index)
+        assert canonical_json(record.to_json()) == layout.manifest(index).read_text(encoding="utf-8")
+        assert record.keys == [item["key"] for item in manifest["items"]]
+
+
+def test_damaged_plan_and_manifest_are_user_errors(tmp_path):
+    from pipeline.errors import UserFacingError
+    from pipeline.layout import Layout
+    from pipeline.shards.plan import load_manifest, load_plan
+
+    layout = Layout(tmp_path)
+    layout.shards_dir.mkdir()
+    layout.plan.write_text('{"format": "pipeline-shard-plan"}')
+    with pytest.raises(UserFacingError, match="plan.json is not a readable shard plan"):
+        load_plan(layout)
+    layout.manifest(0).write_text("[1, 2")
+    with pytest.raises(UserFacingError, match="shard-000000.json is not a readable shard manifest"):
+        load_manifest(layout, 0)
+    with pytest.raises(UserFacingError, match="shard 1 is not written"):
+        load_manifest(layout, 1)
