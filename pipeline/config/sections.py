@@ -6,16 +6,16 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from pipeline.config.base import StrictModel, check_fields
 from pipeline.config.registry import component_union, discover
+from pipeline.config.stages import RUNTIME_ONLY, STAGES
 from pipeline.config.types import ByteSize, ResolvedPath
 from pipeline.models.autoencoder.config import AutoencoderModelConfig
 
 discover()  # registered configs must exist before the unions below are built (imports no component)
 
-STAGES = ("plan", "shard", "train_autoencoder", "pre_encode", "index", "train", "sample")
 MIN_ITEM_SECONDS = 0.05  # shortest max_item_seconds: shorter segments are noise and multiply the plan
 
 
@@ -123,11 +123,13 @@ class AutoencoderTrainingConfig(StrictModel):
     mel_weight: float = Field(1.0, ge=0.0, le=1e6, description="log-mel L1 loss weight")
     n_mels: int = Field(64, ge=8, le=512)
     holdout_items: int = Field(8, ge=1, le=1_000_000, description="items kept out of training for evaluation")
-    eval_every: int = Field(500, ge=1, description="steps between held-out evaluations")
-    checkpoint_every: int = Field(500, ge=1, description="steps between resumable checkpoints")
-    log_every: int = Field(50, ge=1, description="steps between metrics lines")
+    eval_every: Annotated[int, RUNTIME_ONLY] = Field(500, ge=1, description="steps between held-out evaluations")
+    checkpoint_every: Annotated[int, RUNTIME_ONLY] = Field(500, ge=1, description="steps between resumable checkpoints")
+    log_every: Annotated[int, RUNTIME_ONLY] = Field(50, ge=1, description="steps between metrics lines")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_workers: int = Field(0, ge=0, le=256, description="DataLoader processes decoding shard audio")
+    num_workers: Annotated[int, RUNTIME_ONLY] = Field(
+        0, ge=0, le=256, description="DataLoader processes decoding shard audio"
+    )
 
     @field_validator("stft_fft_sizes")
     @classmethod
@@ -183,7 +185,7 @@ class PreEncodeConfig(StrictModel):
     autocast: Literal["bf16", "fp16", "none"] = Field("bf16", description="mixed precision on GPU (CPU runs fp32)")
     store_scale: bool = Field(False, description="also store the VAE posterior scale (/latents_scale)")
     compression: Literal["none", "lzf", "gzip"] = Field("none", description="HDF5 compression of the latents")
-    num_workers: int | None = Field(
+    num_workers: Annotated[int | None, RUNTIME_ONLY] = Field(
         None, ge=0, le=1, description="1: decode shard audio in a background DataLoader process, 0: inline; "
         "null: 1 on GPU, 0 on CPU (where a second process only competes with the encoder)"
     )
@@ -203,11 +205,10 @@ def _stage(**defaults: int) -> StageResources:
     return Field(default_factory=lambda: StageResources(**defaults))  # type: ignore[return-value]
 
 
-class ResourcesConfig(StrictModel):
-    plan: StageResources = _stage(mem_mb=2000, runtime=30)
-    shard: StageResources = _stage(cpus=1, mem_mb=4000, runtime=120)
-    train_autoencoder: StageResources = _stage(cpus=4, mem_mb=32000, runtime=1440, gpus=1)
-    pre_encode: StageResources = _stage(cpus=4, mem_mb=16000, runtime=120, gpus=1)
-    index: StageResources = _stage(mem_mb=4000, runtime=30)
-    train: StageResources = _stage(cpus=8, mem_mb=64000, runtime=1440, gpus=1)
-    sample: StageResources = _stage(cpus=4, mem_mb=16000, runtime=60, gpus=1)
+# One field per stage, in stage order, defaults from the stage table.
+ResourcesConfig = create_model(
+    "ResourcesConfig",
+    __base__=StrictModel,
+    __module__=__name__,
+    **{stage.name: (StageResources, _stage(**stage.resources)) for stage in STAGES},
+)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pytest
 
 from pipeline.config import load_experiment, stage_hash, stage_hashes
-from pipeline.config.hashing import STAGE_INPUTS
+from pipeline.config.base import StrictModel
+from pipeline.config.hashing import STAGE_INPUTS, hashed_dump
+from pipeline.config.stages import RUNTIME_ONLY, STAGE_NAMES
 
 
 @pytest.fixture
@@ -118,3 +122,67 @@ def test_runtime_only_settings_change_no_hash(base, override):
 def test_autoencoder_and_pre_encode_settings_change_their_stages(base, override, changed):
     before, after = base(WITH_AUTOENCODER), base(WITH_AUTOENCODER, [override])
     assert {stage for stage in STAGE_INPUTS if before[stage] != after[stage]} == changed
+
+
+def test_the_runtime_only_marks_are_where_the_fields_are():
+    """The marks sit on the fields (found by walking the models), so a rename keeps them."""
+    from pipeline.config.sections import AutoencoderTrainingConfig, PreEncodeConfig
+
+    marked = {
+        f"{model.__name__}.{name}"
+        for model in (AutoencoderTrainingConfig, PreEncodeConfig)
+        for name, info in model.model_fields.items()
+        if RUNTIME_ONLY in info.metadata
+    }
+    assert marked == {"AutoencoderTrainingConfig.num_workers", "AutoencoderTrainingConfig.log_every",
+                      "AutoencoderTrainingConfig.eval_every", "AutoencoderTrainingConfig.checkpoint_every",
+                      "PreEncodeConfig.num_workers"}  # fmt: skip
+
+
+class Inner(StrictModel):
+    workers: Annotated[int, RUNTIME_ONLY] = 0
+    rate: float = 1.0
+
+
+class Outer(StrictModel):
+    inner: Inner = Inner()
+    items: tuple[Inner, ...] = ()
+
+
+class RenamedInner(StrictModel):  # `workers` renamed: the mark moves with the field
+    n_workers: Annotated[int, RUNTIME_ONLY] = 0
+    rate: float = 1.0
+
+
+def test_a_marked_field_is_left_out_at_any_depth_and_an_unmarked_one_is_kept():
+    plain = hashed_dump(Outer(inner=Inner(workers=3, rate=2.0), items=(Inner(workers=5),)))
+    assert plain == {"inner": {"rate": 2.0}, "items": [{"rate": 1.0}]}
+    assert hashed_dump(Outer(inner=Inner(workers=1))) == hashed_dump(Outer(inner=Inner(workers=9)))
+    assert hashed_dump(Outer(inner=Inner(rate=1.5))) != hashed_dump(Outer())
+    assert hashed_dump(RenamedInner(n_workers=4, rate=2.0)) == {"rate": 2.0}
+
+
+def test_a_marked_experiment_field_changes_no_hash_and_an_unmarked_one_does(base):
+    before = base(WITH_AUTOENCODER)
+    assert base(WITH_AUTOENCODER, ["autoencoder.training.log_every=3"]) == before
+    after = base(WITH_AUTOENCODER, ["autoencoder.training.batch_size=3"])
+    assert {stage for stage in STAGE_INPUTS if before[stage] != after[stage]} == {"train_autoencoder", "pre_encode", "train", "sample"}
+
+
+def test_ignoring_leaves_a_field_out_and_refuses_a_name_that_is_no_field(write_yaml, tmp_path):
+    experiment = load_experiment(write_yaml("e.yaml", WITH_AUTOENCODER), base_dir=tmp_path)
+    longer = load_experiment(write_yaml("e.yaml", WITH_AUTOENCODER), ["autoencoder.training.steps=99"], base_dir=tmp_path)
+    ignoring = ("autoencoder.training.steps",)
+    assert stage_hash(experiment, "train_autoencoder") != stage_hash(longer, "train_autoencoder")
+    assert stage_hash(experiment, "train_autoencoder", ignoring) == stage_hash(longer, "train_autoencoder", ignoring)
+    with pytest.raises(KeyError, match="names no field of the experiment"):
+        stage_hash(experiment, "train_autoencoder", ignoring=("autoencoder.training.step_count",))
+
+
+def test_stages_are_listed_once():
+    """Resources and hashes follow the stage table, in its order."""
+    from pipeline.config.sections import ResourcesConfig
+
+    assert tuple(ResourcesConfig.model_fields) == STAGE_NAMES
+    assert list(STAGE_INPUTS) == [name for name in STAGE_NAMES if name not in ("plan", "index")]
+    assert all(STAGE_INPUTS[name].upstream in (None, *STAGE_INPUTS) for name in STAGE_INPUTS)

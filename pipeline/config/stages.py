@@ -1,0 +1,42 @@
+"""The stages, written once: their names and order, what each stage's hash covers, and the resources
+one job of it asks for by default. `ResourcesConfig`, the stage hashes and `stage_resources` in the
+Snakemake rules are derived from `STAGES`; a new stage is one entry here.
+
+Settings that change how a stage runs but not what it produces (workers, log/eval/checkpoint
+intervals) are marked where they are defined, `Annotated[int, RUNTIME_ONLY]`, and never enter a
+hash: changing them neither reruns the stage nor stops a training run from resuming."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    resources: dict[str, int]  # StageResources defaults of one job
+    upstream: str | None = None  # stage whose hash is chained into this one's
+    fields: tuple[str, ...] | None = None  # dotted experiment fields the hash covers; None: no hash of its own
+    version: int = 1  # bump when the stage's output format changes, to invalidate old outputs
+
+
+# Resources, names and the work_dir never enter a hash: they change where and how fast, not what.
+STAGES: tuple[Stage, ...] = (
+    Stage("plan", dict(mem_mb=2000, runtime=30)),  # the plan records the shard hash
+    Stage("shard", dict(cpus=1, mem_mb=4000, runtime=120), None, ("paths.audio_dir", "data")),
+    Stage("train_autoencoder", dict(cpus=4, mem_mb=32000, runtime=1440, gpus=1), "shard", ("autoencoder", "seed")),
+    Stage("pre_encode", dict(cpus=4, mem_mb=16000, runtime=120, gpus=1), "shard", ("autoencoder", "pre_encode")),
+    Stage("index", dict(mem_mb=4000, runtime=30)),  # the index records the pre_encode hash
+    Stage("train", dict(cpus=8, mem_mb=64000, runtime=1440, gpus=1), "pre_encode", ("train", "seed")),
+    Stage("sample", dict(cpus=4, mem_mb=16000, runtime=60, gpus=1), "train", ("sample", "seed")),
+)
+STAGE_NAMES = tuple(stage.name for stage in STAGES)
+HASHED_STAGES = {stage.name: stage for stage in STAGES if stage.fields is not None}
+
+
+class _RuntimeOnly:
+    def __repr__(self) -> str:
+        return "RUNTIME_ONLY"
+
+
+RUNTIME_ONLY = _RuntimeOnly()  # `Annotated` metadata of a field that never enters a stage hash
