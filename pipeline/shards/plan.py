@@ -287,8 +287,14 @@ def build_plan(experiment: Experiment) -> Plan:
         stage_hash=stage_hash(experiment, "shard"),
         audio_dir=str(audio_dir),
         budget=Budget(budget.max_items, budget.max_bytes, rate),
-        totals=Totals(files=len(files), items=len(items), seconds=sum(source.seconds for source in files),
-                      rejected=len(rejected), ignored=len(ignored), shards=len(shards)),  # fmt: skip
+        totals=Totals(
+            files=len(files),
+            items=len(items),
+            seconds=sum(source.seconds for source in files),
+            rejected=len(rejected),
+            ignored=len(ignored),
+            shards=len(shards),
+        ),
         files=tuple(files),
         shards=tuple(shards),
         ignored=tuple(ignored),

@@ -102,7 +102,7 @@ class Split:
     parts: int = 1
 
     @classmethod
-    def current(cls, rank: int | None = None, world_size: int | None = None) -> "Split":
+    def current(cls, rank: int | None = None, world_size: int | None = None) -> Split:
         """This process's DataLoader worker of this DDP rank (rank/world from torch.distributed when
         it is initialised and they are not given, else 0/1)."""
         if rank is None or world_size is None:

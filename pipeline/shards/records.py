@@ -8,8 +8,9 @@ passed through, never interpreted field by field. No torch, no experiment import
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from pipeline.errors import UserFacingError
 
@@ -43,7 +44,7 @@ class PlanItem:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "PlanItem":
+    def from_json(cls, data: Mapping[str, Any]) -> PlanItem:
         return _flat(cls, data)
 
 
@@ -65,7 +66,7 @@ class SourceFile:
         return {**dataclasses.asdict(self), "sidecars": {kind: dict(entry) for kind, entry in self.sidecars.items()}}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "SourceFile":
+    def from_json(cls, data: Mapping[str, Any]) -> SourceFile:
         return _flat(cls, data)
 
 
@@ -86,7 +87,7 @@ class ShardEntry:
         return {**dataclasses.asdict(self), "items": [item.to_json() for item in self.items]}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "ShardEntry":
+    def from_json(cls, data: Mapping[str, Any]) -> ShardEntry:
         return _flat(cls, {**data, "items": tuple(PlanItem.from_json(item) for item in data.get("items", ()))})
 
 
@@ -97,7 +98,7 @@ class Budget:
     pcm_bytes_per_second: int
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Budget":
+    def from_json(cls, data: Mapping[str, Any]) -> Budget:
         return _flat(cls, data)
 
 
@@ -111,7 +112,7 @@ class Totals:
     shards: int
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Totals":
+    def from_json(cls, data: Mapping[str, Any]) -> Totals:
         return _flat(cls, data)
 
 
@@ -158,7 +159,7 @@ class Plan:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Plan":
+    def from_json(cls, data: Mapping[str, Any]) -> Plan:
         return _flat(cls, {
             **data,
             "budget": Budget.from_json(data.get("budget", {})),
@@ -202,7 +203,7 @@ class ManifestItem:
         return fields
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "ManifestItem":
+    def from_json(cls, data: Mapping[str, Any]) -> ManifestItem:
         return _flat(cls, data)
 
 
@@ -238,7 +239,7 @@ class Manifest:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Manifest":
+    def from_json(cls, data: Mapping[str, Any]) -> Manifest:
         return _flat(cls, {
             **data,
             "items": tuple(ManifestItem.from_json(item) for item in data.get("items", ())),

@@ -18,7 +18,7 @@ from pipeline.layout import layout_of
 from pipeline.shards import reader
 from pipeline.shards.plan import load_manifest, load_plan, write_plan
 from pipeline.shards.run import write_all_shards
-from tests.shards.conftest import experiment_file, tone, _write
+from tests.shards.conftest import _write, experiment_file, tone
 
 
 @pytest.fixture(scope="module")
