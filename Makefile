@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test schema clean
+.PHONY: setup demo test lint format schema clean
 
 setup: $(STAMP)
 
@@ -20,8 +20,23 @@ demo: setup
 	$(BIN)/pipeline validate configs/experiments/demo.yaml
 	$(BIN)/snakemake --profile profiles/local --config experiment=configs/experiments/demo.yaml
 
-test: setup
+# Lint first (seconds), then the suite: what CI runs (.ci/run).
+test: lint
 	$(BIN)/python -m pytest
+
+LINTED := pipeline tests bench
+SNAKEFILES := Snakefile workflow/rules
+
+lint: setup
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/snakefmt --check $(SNAKEFILES)
+
+# Apply the formatters and the safe lint fixes.
+format: setup
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
+	$(BIN)/snakefmt $(SNAKEFILES)
 
 # Regenerate the committed JSON Schema (a test checks it is current).
 schema: setup

@@ -4,9 +4,11 @@
 # configured), pre_encode (stores + index, when the experiment has an autoencoder); `all` is the default.
 # The experiment is loaded and validated once in workflow/rules/common.smk; stages live in their own files.
 
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/shard.smk"
 include: "workflow/rules/autoencoder.smk"
+
 
 if AUTOENCODER_WEIGHTS is not None:  # experiments without an autoencoder stop after sharding
 

@@ -36,7 +36,13 @@ from pipeline.models.autoencoder.config import AutoencoderModelConfig
 from pipeline.models.autoencoder.model import Autoencoder, frames_for
 
 DEMO_EXPERIMENT = Path(__file__).resolve().parent.parent / "configs/experiments/demo.yaml"
-SAO_OOBLECK = {"type": "oobleck", "channels": 128, "c_mults": [1, 2, 4, 8, 16], "strides": [2, 4, 4, 8, 8], "use_snake": True}
+SAO_OOBLECK = {
+    "type": "oobleck",
+    "channels": 128,
+    "c_mults": [1, 2, 4, 8, 16],
+    "strides": [2, 4, 4, 8, 8],
+    "use_snake": True,
+}
 SAO_MODEL = {
     "encoder": {**SAO_OOBLECK, "in_channels": 2, "latent_dim": 128},
     "decoder": {**SAO_OOBLECK, "out_channels": 2, "latent_dim": 64, "final_tanh": False},
@@ -117,11 +123,17 @@ def measure(job: Job) -> Result:
     cores_used = (time.process_time() - cpu_started) / sum(times)
     median = statistics.median(times)
     return Result(
-        geometry=job.geometry, batch=job.batch, item_seconds=samples / model.sample_rate, frames_per_item=frames,
-        times_s=times, audio_s_per_s=job.batch * samples / model.sample_rate / median,
-        frames_per_s=job.batch * frames / median, peak_mib=memory_mark(job.device) - baseline,
-        parameters=sum(p.numel() for p in model.parameters()), cores_used=cores_used,
-    )  # fmt: skip
+        geometry=job.geometry,
+        batch=job.batch,
+        item_seconds=samples / model.sample_rate,
+        frames_per_item=frames,
+        times_s=times,
+        audio_s_per_s=job.batch * samples / model.sample_rate / median,
+        frames_per_s=job.batch * frames / median,
+        peak_mib=memory_mark(job.device) - baseline,
+        parameters=sum(p.numel() for p in model.parameters()),
+        cores_used=cores_used,
+    )
 
 
 def measure_isolated(job: Job) -> Result:
@@ -132,14 +144,20 @@ def measure_isolated(job: Job) -> Result:
 
 def print_table(results: list[Result], device: str, dtype: str) -> None:
     first = results[0]
-    print(f"\n{first.geometry}: {first.parameters:,} parameters, {first.item_seconds:.3f} s items "
-          f"({first.frames_per_item} latent frames), {device} {dtype}")  # fmt: skip
-    print(f"{'batch':>5}  {'audio-s/s':>10}  {'vs batch 1':>10}  {'frames/s':>10}  {'peak MiB':>9}  {'cores':>5}  runs (s)")
+    print(
+        f"\n{first.geometry}: {first.parameters:,} parameters, {first.item_seconds:.3f} s items "
+        f"({first.frames_per_item} latent frames), {device} {dtype}"
+    )
+    print(
+        f"{'batch':>5}  {'audio-s/s':>10}  {'vs batch 1':>10}  {'frames/s':>10}  {'peak MiB':>9}  {'cores':>5}  runs (s)"
+    )
     base = next((r.audio_s_per_s for r in results if r.batch == 1), None)
     for r in results:
         ratio = f"{r.audio_s_per_s / base:.2f}x" if base else "-"
         runs = ", ".join(f"{t:.2f}" for t in r.times_s)
-        print(f"{r.batch:>5}  {r.audio_s_per_s:>10.3f}  {ratio:>10}  {r.frames_per_s:>10.1f}  {r.peak_mib:>9.1f}  {r.cores_used:>5.2f}  {runs}")
+        print(
+            f"{r.batch:>5}  {r.audio_s_per_s:>10.3f}  {ratio:>10}  {r.frames_per_s:>10.1f}  {r.peak_mib:>9.1f}  {r.cores_used:>5.2f}  {runs}"
+        )
 
 
 def main() -> None:
@@ -155,8 +173,10 @@ def main() -> None:
     args = parser.parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    print(f"device {device}, dtype {args.dtype}, torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads"
-          + (f", {torch.cuda.get_device_name()}" if device == "cuda" else ""))  # fmt: skip
+    print(
+        f"device {device}, dtype {args.dtype}, torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads"
+        + (f", {torch.cuda.get_device_name()}" if device == "cuda" else "")
+    )
 
     all_results: list[Result] = []
     for geometry in args.geometries.split(","):
@@ -166,8 +186,13 @@ def main() -> None:
         print_table(results, device, args.dtype)
         all_results.extend(results)
     if args.json:
-        report = {"device": device, "dtype": args.dtype, "torch": torch.__version__,
-                  "threads": args.threads or torch.get_num_threads(), "results": [asdict(r) for r in all_results]}  # fmt: skip
+        report = {
+            "device": device,
+            "dtype": args.dtype,
+            "torch": torch.__version__,
+            "threads": args.threads or torch.get_num_threads(),
+            "results": [asdict(r) for r in all_results],
+        }
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nwrote {args.json}")
 

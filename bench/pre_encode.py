@@ -26,8 +26,8 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import numpy as np
@@ -35,13 +35,13 @@ import torch
 import yaml
 
 from pipeline.audio.demo import write_demo_data
+from pipeline.autoencoder import experiment_autoencoder
 from pipeline.config import load_experiment
 from pipeline.config.experiment import Experiment
-from pipeline.autoencoder import experiment_autoencoder
-from pipeline.encode.pre_encode import encode_items, planned_indices, pre_encode_shard
-from pipeline.layout import layout_of
-from pipeline.latents.index import build_index
 from pipeline.config.hashing import stage_hash
+from pipeline.encode.pre_encode import encode_items, planned_indices, pre_encode_shard
+from pipeline.latents.index import build_index
+from pipeline.layout import layout_of
 from pipeline.models.autoencoder.checkpoints import save_autoencoder
 from pipeline.models.autoencoder.model import Autoencoder
 from pipeline.shards.plan import write_plan
@@ -56,15 +56,21 @@ Crop = tuple[int, int]  # (global item row, start frame)
 def setup(work: Path, seconds: float, overrides: list[str]) -> Experiment:
     """Demo audio, an experiment extending the demo, its plan and shards, and random-init weights."""
     write_demo_data(work / "audio", seed=7, total_seconds=seconds)
-    document = {"extends": str(DEMO_EXPERIMENT), "name": "bench_pre_encode",
-                "paths": {"audio_dir": str(work / "audio"), "work_dir": str(work / "work")}}  # fmt: skip
+    document = {
+        "extends": str(DEMO_EXPERIMENT),
+        "name": "bench_pre_encode",
+        "paths": {"audio_dir": str(work / "audio"), "work_dir": str(work / "work")},
+    }
     (work / "bench.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
     experiment = load_experiment(work / "bench.yaml", overrides)
     write_plan(experiment)
     write_all_shards(experiment, progress=False)
     torch.manual_seed(0)
-    save_autoencoder(Autoencoder(experiment.autoencoder.model, experiment.data.sample_rate).eval(),
-                     layout_of(experiment).autoencoder_weights, stage_hash(experiment, "train_autoencoder"))  # fmt: skip
+    save_autoencoder(
+        Autoencoder(experiment.autoencoder.model, experiment.data.sample_rate).eval(),
+        layout_of(experiment).autoencoder_weights,
+        stage_hash(experiment, "train_autoencoder"),
+    )
     return experiment
 
 
@@ -117,8 +123,12 @@ def write_npy_layout(stores: list[Path], folder: Path) -> None:
             for i, metadata in enumerate(file["index/metadata_json"].asstr()[()]):
                 offset, length = int(index["offset"][i]), int(index["length"][i])
                 np.save(folder / f"{row:08d}.npy", np.ascontiguousarray(file["latents"][offset : offset + length].T))
-                info = {**json.loads(metadata), "seconds_start": float(index["seconds_start"][i]),
-                        "seconds_total": float(index["seconds_total"][i]), "padding_mask": [1] * length}  # fmt: skip
+                info = {
+                    **json.loads(metadata),
+                    "seconds_start": float(index["seconds_start"][i]),
+                    "seconds_total": float(index["seconds_total"][i]),
+                    "padding_mask": [1] * length,
+                }
                 (folder / f"{row:08d}.json").write_text(json.dumps(info), encoding="utf-8")
                 row += 1
 
@@ -136,7 +146,7 @@ def interleaved(runs: dict[str, Callable[[int], object]], keys: list[int], repea
     for round_ in range(repeats):
         for key in keys:
             for name in list(runs)[:: 1 if (round_ + key) % 2 == 0 else -1]:
-                seconds[name][round_] += timed(lambda: runs[name](key))
+                seconds[name][round_] += timed(lambda: runs[name](key))  # noqa: B023 (called at once)
     return seconds
 
 
@@ -154,9 +164,14 @@ def bench_encode(experiment: Experiment, repeats: int) -> dict[str, object]:
     items = sum(len(items) for items in shards.values())
     overhead = [(a - b) / len(indices) for a, b in zip(seconds["end-to-end"], seconds["encoder alone"])]
     audio = sum(item.audio.shape[1] for items in shards.values() for item in items) / experiment.data.sample_rate
-    return {"items": items, "shards": len(indices), "audio_seconds": audio, "model_load_seconds": load_seconds,
-            "overhead_per_shard_seconds": statistics.median(overhead),
-            "rates": {name: [items / s for s in values] for name, values in seconds.items()}}  # fmt: skip
+    return {
+        "items": items,
+        "shards": len(indices),
+        "audio_seconds": audio,
+        "model_load_seconds": load_seconds,
+        "overhead_per_shard_seconds": statistics.median(overhead),
+        "rates": {name: [items / s for s in values] for name, values in seconds.items()},
+    }
 
 
 def bench_reads(experiment: Experiment, scratch: Path, frames: int, reads: int, repeats: int) -> dict[str, object]:
@@ -167,30 +182,43 @@ def bench_reads(experiment: Experiment, scratch: Path, frames: int, reads: int, 
     with h5py.File(index, "r") as file:
         lengths = file["index/length"][()]
     crops = crop_plan(lengths, frames, reads, seed=0)
-    seconds = interleaved({
-        "h5 shards": lambda _: read_h5(stores, crops, frames),
-        "h5 index": lambda _: read_h5([index], crops, frames),
-        "npy+json": lambda _: read_npy(folder, crops, frames),
-    }, [0], repeats)  # fmt: skip
+    seconds = interleaved(
+        {
+            "h5 shards": lambda _: read_h5(stores, crops, frames),
+            "h5 index": lambda _: read_h5([index], crops, frames),
+            "npy+json": lambda _: read_npy(folder, crops, frames),
+        },
+        [0],
+        repeats,
+    )
     disk = {"h5 (stores + index.h5)": disk_usage([*stores, index]), "npy+json": disk_usage(sorted(folder.iterdir()))}
-    return {"items": len(lengths), "crop_frames": frames, "reads": reads, "disk": disk,
-            "rates": {name: [reads / s for s in values] for name, values in seconds.items()}}  # fmt: skip
+    return {
+        "items": len(lengths),
+        "crop_frames": frames,
+        "reads": reads,
+        "disk": disk,
+        "rates": {name: [reads / s for s in values] for name, values in seconds.items()},
+    }
 
 
 def report(encode: dict, reads: dict, device: str) -> dict[str, float]:
     median = {name: statistics.median(values) for part in (encode, reads) for name, values in part["rates"].items()}
     seconds_per_item = encode["audio_seconds"] / encode["items"]
-    print(f"corpus: {encode['items']} items, {encode['audio_seconds']:.0f} s of audio, {encode['shards']} shards; "
-          f"device {device}; random-init weights\nmodel load {encode['model_load_seconds'] * 1000:.0f} ms (once); "
-          f"end-to-end minus encoder alone {encode['overhead_per_shard_seconds'] * 1000:.0f} ms per shard")  # fmt: skip
+    print(
+        f"corpus: {encode['items']} items, {encode['audio_seconds']:.0f} s of audio, {encode['shards']} shards; "
+        f"device {device}; random-init weights\nmodel load {encode['model_load_seconds'] * 1000:.0f} ms (once); "
+        f"end-to-end minus encoder alone {encode['overhead_per_shard_seconds'] * 1000:.0f} ms per shard"
+    )
     print(f"\n{'measure':16s} {'items/s':>10s} {'audio-s/s':>10s}   runs (items/s)")
     for name in ("end-to-end", "encoder alone"):
         runs, audio_rate = ", ".join(f"{v:.1f}" for v in encode["rates"][name]), median[name] * seconds_per_item
         print(f"{name:16s} {median[name]:10.1f} {audio_rate:10.1f}   {runs}")
     rounds = [a / b for a, b in zip(encode["rates"]["end-to-end"], encode["rates"]["encoder alone"])]
     ratios = {"end_to_end_over_encoder": statistics.median(rounds)}  # paired: both saw the same moments
-    print(f"end-to-end / encoder alone = {ratios['end_to_end_over_encoder']:.2f}   (goal >= 0.90; median of rounds "
-          f"{', '.join(f'{r:.2f}' for r in rounds)})")  # fmt: skip
+    print(
+        f"end-to-end / encoder alone = {ratios['end_to_end_over_encoder']:.2f}   (goal >= 0.90; median of rounds "
+        f"{', '.join(f'{r:.2f}' for r in rounds)})"
+    )
     print(f"\nrandom crops of {reads['crop_frames']} frames, {reads['reads']} reads over {reads['items']} items")
     print(f"{'layout':16s} {'reads/s':>10s}   runs")
     for name in ("h5 shards", "h5 index", "npy+json"):
@@ -225,8 +253,17 @@ def main() -> None:
         reads = bench_reads(experiment, scratch, args.crop_frames, args.reads, args.repeats)
         summary = report(encode, reads, str(pick_device(args.device)))
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "encode": encode,
-                                         "reads": reads, "summary": summary}, indent=2))  # fmt: skip
+        args.json.write_text(
+            json.dumps(
+                {
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "encode": encode,
+                    "reads": reads,
+                    "summary": summary,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,13 @@ def limit_pass(experiment, plan) -> float:
         for item in shard.items:
             if item.relpath != cached_path:
                 cached_path = item.relpath
-                cached = prepare(audio_dir / cached_path, data.sample_rate, data.channels, data.multichannel,
-                                 files[cached_path].frames)  # fmt: skip
+                cached = prepare(
+                    audio_dir / cached_path,
+                    data.sample_rate,
+                    data.channels,
+                    data.multichannel,
+                    files[cached_path].frames,
+                )
             start = round(item.seconds_start * data.sample_rate)
             segment = cached[start : start + round(item.seconds * data.sample_rate)]
             codec.encode(segment, data.sample_rate)
@@ -58,15 +63,27 @@ def main() -> None:
         scratch = Path(scratch)
         write_demo_data(scratch / "audio", seed=7, total_seconds=args.seconds)
         experiment_file = scratch / "bench.yaml"
-        experiment_file.write_text(yaml.safe_dump({
-            "name": "bench", "paths": {"audio_dir": str(scratch / "audio"), "work_dir": str(scratch / "work")},
-            "data": {"sample_rate": 44100, "channels": 2, "max_item_seconds": 30,
-                     "shard": {"max_items": 1000, "max_bytes": "20MB"}, "codec": {"type": "flac", "bits": 16}},
-        }))  # fmt: skip
+        experiment_file.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "bench",
+                    "paths": {"audio_dir": str(scratch / "audio"), "work_dir": str(scratch / "work")},
+                    "data": {
+                        "sample_rate": 44100,
+                        "channels": 2,
+                        "max_item_seconds": 30,
+                        "shard": {"max_items": 1000, "max_bytes": "20MB"},
+                        "codec": {"type": "flac", "bits": 16},
+                    },
+                }
+            )
+        )
         experiment = load_experiment(experiment_file)
         plan = write_plan(experiment)
-        print(f"corpus: {plan.totals.files} files, {plan.totals.seconds:.0f} s of audio, "
-              f"{len(plan.shards)} shards (44.1 kHz stereo FLAC-16 output)")  # fmt: skip
+        print(
+            f"corpus: {plan.totals.files} files, {plan.totals.seconds:.0f} s of audio, "
+            f"{len(plan.shards)} shards (44.1 kHz stereo FLAC-16 output)"
+        )
 
         rates: dict[str, list[float]] = {"limit": [], "full x1": [], "full x2": []}
         for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits all three alike

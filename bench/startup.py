@@ -52,7 +52,9 @@ def stage_hashes(tree: Path) -> list[str]:
 
 def make_worktree(ref: str, where: Path) -> Path:
     tree = where / "ref"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), ref], check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), ref], check=True, capture_output=True
+    )
     for shared in ("data", "results"):
         if (ROOT / shared).exists():
             (tree / shared).symlink_to(ROOT / shared)

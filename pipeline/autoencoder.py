@@ -66,7 +66,7 @@ def _weights_sha256(path: Path, size: int, mtime_ns: int) -> str:
     return sha256_file(path)
 
 
-def experiment_autoencoder(experiment: Experiment) -> "Autoencoder":
+def experiment_autoencoder(experiment: Experiment) -> Autoencoder:
     """The frozen autoencoder of an experiment, loaded strictly (never a random init)."""
     from pipeline.models.autoencoder.checkpoints import load_autoencoder
 

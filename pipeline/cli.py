@@ -10,8 +10,8 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import yaml
 
@@ -104,8 +104,10 @@ def cmd_shard(args: argparse.Namespace) -> int:
     else:
         result = write_shard(experiment, load_plan(experiment), args.shard, force=args.force)
         state = "up to date" if result.skipped else "written"
-        print(f"shard {args.shard}: {result.items} items, {result.seconds:.1f} s of audio, "
-              f"{len(result.rejected)} rejected ({state})")  # fmt: skip
+        print(
+            f"shard {args.shard}: {result.items} items, {result.seconds:.1f} s of audio, "
+            f"{len(result.rejected)} rejected ({state})"
+        )
         if not args.summary:
             return 0
         summary = summarise(experiment)
@@ -198,11 +200,14 @@ def _expected_identity(experiment_file: Path | None) -> dict[str, str] | None:
     """What `verify --experiment` demands of a store or index: the experiment's weights and stage hash."""
     if experiment_file is None:
         return None
-    from pipeline.config import load_experiment, stage_hash
     from pipeline.autoencoder import current_weights_sha256
+    from pipeline.config import load_experiment, stage_hash
 
     experiment = load_experiment(experiment_file)
-    return {"autoencoder_weights_sha256": current_weights_sha256(experiment), "stage_hash": stage_hash(experiment, "pre_encode")}
+    return {
+        "autoencoder_weights_sha256": current_weights_sha256(experiment),
+        "stage_hash": stage_hash(experiment, "pre_encode"),
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     _add_experiment_arguments(command("validate", cmd_validate, "check an experiment and print its stage hashes"))
-    _add_experiment_arguments(command("show", cmd_show, "print the resolved experiment (extends and overrides applied)"))
+    _add_experiment_arguments(
+        command("show", cmd_show, "print the resolved experiment (extends and overrides applied)")
+    )
     schema = command("schema", cmd_schema, "print the JSON Schema of experiment files")
     schema.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
     _add_experiment_arguments(command("plan", cmd_plan, "list audio_dir, read headers, assign items to shards"))
@@ -235,13 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
         command("shard-summary", cmd_shard_summary, "gather rejects into rejected.jsonl; exit 1 if shards are missing")
     )
     sat = command("import-sat", cmd_import_sat, "convert a stable-audio-tools model config into an autoencoder section")
-    sat.add_argument("model_config", type=Path, help="stable-audio-tools model config JSON (autoencoder, or with a pretransform)")
+    sat.add_argument(
+        "model_config", type=Path, help="stable-audio-tools model config JSON (autoencoder, or with a pretransform)"
+    )
     sat.add_argument("--checkpoint", help="pretrained weights to record as autoencoder.checkpoint")
     sat.add_argument("--checkpoint-prefix", help="key prefix to strip, e.g. 'pretransform.model.'")
     sat.add_argument("-o", "--output", type=Path, help="write YAML here instead of stdout")
     train_ae = command("train-autoencoder", cmd_train_autoencoder, "train the autoencoder on the shards (resumes)")
     _add_experiment_arguments(train_ae)
-    train_ae.add_argument("--max-steps", type=int, metavar="N", help="stop after step N this run (checkpointed; rerun resumes)")
+    train_ae.add_argument(
+        "--max-steps", type=int, metavar="N", help="stop after step N this run (checkpointed; rerun resumes)"
+    )
     train_ae.add_argument("--quiet", action="store_true", help="no progress bar")
     pre = command("pre-encode", cmd_pre_encode, "encode shard tars into HDF5 latent stores (skips up-to-date ones)")
     _add_experiment_arguments(pre)
@@ -260,8 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify = command("verify", cmd_verify, "check a latent store or index.h5; exit 1 listing every problem")
     verify.add_argument("path", type=Path, help="shard store (latents/shard-NNNNNN.h5) or latents/index.h5")
     verify.add_argument("--no-source", action="store_true", help="skip the source shard tar sha256 check")
-    verify.add_argument("--experiment", type=Path, metavar="EXP",
-                        help="also require the experiment's current autoencoder weights and pre-encode stage hash")  # fmt: skip
+    verify.add_argument(
+        "--experiment",
+        type=Path,
+        metavar="EXP",
+        help="also require the experiment's current autoencoder weights and pre-encode stage hash",
+    )
     demo = command("demo-data", cmd_demo_data, "write the deterministic demo audio corpus")
     demo.add_argument("out_dir", type=Path)
     demo.add_argument("--seed", type=int, default=0)

@@ -56,7 +56,7 @@ class Layout:
     work_dir: Path
 
     @classmethod
-    def of_store(cls, store: str | Path) -> "Layout":
+    def of_store(cls, store: str | Path) -> Layout:
         """The layout a latent store or index sits in (`<work_dir>/latents/<file>.h5`)."""
         return cls(Path(store).parent.parent)
 

@@ -85,7 +85,11 @@ def test_plan_and_shard_commands(tmp_path):
     from pipeline.audio.demo import write_demo_data
 
     write_demo_data(tmp_path / "audio", seed=1, total_seconds=30)
-    overrides = [f"paths.audio_dir={tmp_path / 'audio'}", f"paths.work_dir={tmp_path / 'work'}", "data.shard.max_items=2"]
+    overrides = [
+        f"paths.audio_dir={tmp_path / 'audio'}",
+        f"paths.work_dir={tmp_path / 'work'}",
+        "data.shard.max_items=2",
+    ]
     missing_plan = run_cli("shard", str(DEMO_EXPERIMENT), *overrides, "--shard", "0")
     assert missing_plan.returncode == 1 and "run `pipeline plan` first" in missing_plan.stderr
     planned = run_cli("plan", str(DEMO_EXPERIMENT), *overrides)
@@ -96,7 +100,11 @@ def test_plan_and_shard_commands(tmp_path):
     again = run_cli("shard", str(DEMO_EXPERIMENT), *overrides, "--shard", "0")
     assert "up to date" in again.stdout
     out_of_range = run_cli("shard", str(DEMO_EXPERIMENT), *overrides, "--shard", "999")
-    assert out_of_range.returncode == 1 and "shard 999 is not in the plan" in out_of_range.stderr and "Traceback" not in out_of_range.stderr
+    assert (
+        out_of_range.returncode == 1
+        and "shard 999 is not in the plan" in out_of_range.stderr
+        and "Traceback" not in out_of_range.stderr
+    )
     summary = run_cli("shard-summary", str(DEMO_EXPERIMENT), *overrides)
     assert summary.returncode == 1 and "NOT YET WRITTEN" in summary.stdout
     everything = run_cli("shard", str(DEMO_EXPERIMENT), *overrides, "--all", "--workers", "2")
@@ -117,8 +125,14 @@ def _with_closed_stdout(*args: str) -> subprocess.CompletedProcess:
     read, write = os.pipe()
     os.close(read)
     try:
-        return subprocess.run([sys.executable, "-m", "pipeline", *args], stdout=write, stderr=subprocess.PIPE,
-                              text=True, cwd=REPO_ROOT, timeout=120)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline", *args],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO_ROOT,
+            timeout=120,
+        )
     finally:
         os.close(write)
 
@@ -131,8 +145,14 @@ def test_a_closed_stdout_pipe_ends_quietly():
 
 
 def test_validate_piped_into_head_prints_one_line():
-    result = subprocess.run(f"'{sys.executable}' -m pipeline show '{DEMO_EXPERIMENT}' | head -1", shell=True,
-                            capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        f"'{sys.executable}' -m pipeline show '{DEMO_EXPERIMENT}' | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
     assert result.stdout == "name: demo\n" and "Traceback" not in result.stderr and "Error" not in result.stderr
 
 
@@ -144,8 +164,13 @@ def test_hostile_experiment_files_are_config_errors_not_tracebacks(tmp_path):
     (tmp_path / "loop.yaml").symlink_to(tmp_path / "loop.yaml")
     (tmp_path / "control.yaml").write_text("name: x\x1b\npaths: {audio_dir: a}\n")
     for name in ("laughs.yaml", "loop.yaml", "control.yaml"):
-        result = subprocess.run([sys.executable, "-m", "pipeline", "validate", str(tmp_path / name)],
-                                capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline", "validate", str(tmp_path / name)],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            timeout=60,
+        )
         assert result.returncode == 2, (name, result.stderr)
         assert "Traceback" not in result.stderr
         problems = [line for line in result.stderr.splitlines() if line.startswith("  - ")]

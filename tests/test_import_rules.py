@@ -21,17 +21,31 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "pipeline"
-STAGES = ("pipeline.shards", "pipeline.encode", "pipeline.train", "pipeline.sample", "pipeline.latents",
-          "pipeline.autoencoder", "pipeline.cli")  # fmt: skip
+STAGES = (
+    "pipeline.shards",
+    "pipeline.encode",
+    "pipeline.train",
+    "pipeline.sample",
+    "pipeline.latents",
+    "pipeline.autoencoder",
+    "pipeline.cli",
+)
 FORBIDDEN = {
-    "pipeline.models": ("pipeline.config.experiment", "pipeline.config.sections", "pipeline.config.hashing",
-                        "pipeline.layout", *STAGES),  # fmt: skip
+    "pipeline.models": (
+        "pipeline.config.experiment",
+        "pipeline.config.sections",
+        "pipeline.config.hashing",
+        "pipeline.layout",
+        *STAGES,
+    ),
     "pipeline.latents": ("pipeline.encode", "pipeline.train", "pipeline.sample"),
 }
 SMK_ALLOWED = ("pipeline.config", "pipeline.layout")
 TORCH = ("torch", "torchaudio", "vector_quantize_pytorch")
 TORCH_FREE = ("pipeline", "pipeline.layout", "pipeline.errors", "pipeline.audio.codecs", "pipeline.audio.io")
-MODEL_PACKAGES = {".".join(path.relative_to(REPO_ROOT).parent.parts) for path in (PACKAGE / "models").rglob("__init__.py")}
+MODEL_PACKAGES = {
+    ".".join(path.relative_to(REPO_ROOT).parent.parts) for path in (PACKAGE / "models").rglob("__init__.py")
+}
 
 
 def module_name(path: Path) -> str:
@@ -59,20 +73,30 @@ def within(name: str, package: str) -> bool:
 
 def torch_free(module: str) -> bool:
     leaf = module.rsplit(".", 1)[-1]
-    in_models = within(module, "pipeline.models") and (leaf.endswith("_config") or leaf == "config" or module in MODEL_PACKAGES)
+    in_models = within(module, "pipeline.models") and (
+        leaf.endswith("_config") or leaf == "config" or module in MODEL_PACKAGES
+    )
     return module in TORCH_FREE or within(module, "pipeline.config") or in_models
 
 
 def violations(source: str, module: str) -> list[str]:
     problems = []
     for imported, name, line in imports(source, module):
-        if torch_free(module) and (imported.split(".")[0] in TORCH or (within(imported, "pipeline") and not torch_free(imported))):
+        if torch_free(module) and (
+            imported.split(".")[0] in TORCH or (within(imported, "pipeline") and not torch_free(imported))
+        ):
             problems.append(f"{module}:{line} is torch-free but imports {imported}")
         for package, forbidden in FORBIDDEN.items():
             if within(module, package):
                 problems += [f"{module}:{line} imports {imported}" for bad in forbidden if within(imported, bad)]
         top = ".".join(imported.split(".")[:2])
-        if name and name.startswith("_") and not name.startswith("__") and within(imported, "pipeline") and not within(module, top):
+        if (
+            name
+            and name.startswith("_")
+            and not name.startswith("__")
+            and within(imported, "pipeline")
+            and not within(module, top)
+        ):
             problems.append(f"{module}:{line} imports private {imported}.{name}")
     return problems
 
@@ -104,17 +128,37 @@ def test_snakemake_files_import_only_config_and_layout():
 @pytest.mark.parametrize(
     "module, source, expected",
     [
-        ("pipeline.models.autoencoder.model", "from pipeline.config.experiment import Experiment", "imports pipeline.config.experiment"),
+        (
+            "pipeline.models.autoencoder.model",
+            "from pipeline.config.experiment import Experiment",
+            "imports pipeline.config.experiment",
+        ),
         ("pipeline.models.blocks", "from pipeline.layout import Layout", "imports pipeline.layout"),
-        ("pipeline.models.blocks", "if TYPE_CHECKING:\n    import pipeline.encode.pre_encode", "imports pipeline.encode.pre_encode"),
-        ("pipeline.latents.index", "from pipeline.encode.pre_encode import store_path", "imports pipeline.encode.pre_encode"),
+        (
+            "pipeline.models.blocks",
+            "if TYPE_CHECKING:\n    import pipeline.encode.pre_encode",
+            "imports pipeline.encode.pre_encode",
+        ),
+        (
+            "pipeline.latents.index",
+            "from pipeline.encode.pre_encode import store_path",
+            "imports pipeline.encode.pre_encode",
+        ),
         ("pipeline.latents.index", "from ..train import loop", "imports pipeline.train"),
         ("pipeline.encode.pre_encode", "from pipeline.shards.writer import _encode_sample", "imports private"),
         ("pipeline.models.autoencoder.oobleck_config", "import torch.nn", "torch-free but imports torch.nn"),
-        ("pipeline.config.sections", "from pipeline.models.autoencoder.oobleck import X", "torch-free but imports pipeline.models.autoencoder.oobleck"),
-        ("pipeline.models.autoencoder", "from pipeline.models.autoencoder.model import Autoencoder", "torch-free but imports pipeline.models.autoencoder.model"),
+        (
+            "pipeline.config.sections",
+            "from pipeline.models.autoencoder.oobleck import X",
+            "torch-free but imports pipeline.models.autoencoder.oobleck",
+        ),
+        (
+            "pipeline.models.autoencoder",
+            "from pipeline.models.autoencoder.model import Autoencoder",
+            "torch-free but imports pipeline.models.autoencoder.model",
+        ),
     ],
-)  # fmt: skip
+)
 def test_the_rules_catch_a_violation(module, source, expected):
     found = violations(source, module)
     assert len(found) == 1 and expected in found[0]

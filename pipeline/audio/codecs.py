@@ -25,7 +25,7 @@ class WavCodecConfig(ComponentConfig):
     float: bool = Field(False, description="store 32-bit float instead of integer PCM (needs bits: 32)")
 
     @model_validator(mode="after")
-    def _float_is_32_bit(self) -> "WavCodecConfig":
+    def _float_is_32_bit(self) -> WavCodecConfig:
         """Float WAV is always 32-bit: any other `bits` would mislabel the data and the shard byte budget."""
         if self.float and self.bits != 32:
             check_fields(self, [(("float",), f"float WAV samples are 32-bit: needs bits: 32, got bits: {self.bits}")])

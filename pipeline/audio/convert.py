@@ -55,8 +55,10 @@ def read_header(path: str | Path) -> Header:
     except (sf.LibsndfileError, RuntimeError, OSError) as error:
         raise AudioRejected(_open_failure(container, error)) from None
     if not MIN_SOURCE_RATE <= info.samplerate <= MAX_SOURCE_RATE:
-        raise AudioRejected(f"unsupported sample rate: the header declares {info.samplerate} Hz "
-                            f"(sources must be {MIN_SOURCE_RATE}..{MAX_SOURCE_RATE} Hz)")  # fmt: skip
+        raise AudioRejected(
+            f"unsupported sample rate: the header declares {info.samplerate} Hz "
+            f"(sources must be {MIN_SOURCE_RATE}..{MAX_SOURCE_RATE} Hz)"
+        )
     if info.frames <= 0:
         raise AudioRejected(_no_frames_reason(info.format))
     if info.format == "WAV":
@@ -95,8 +97,10 @@ def _check_declared_length(path: str | Path, info: sf._SoundFileInfo, size: int)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError):
         last = np.empty(0)
     if len(last) == 0:
-        raise AudioRejected(f"truncated or corrupt: the header announces {info.frames} frames "
-                            f"({info.frames / info.samplerate:.1f} s) but the {size}-byte file ends before")  # fmt: skip
+        raise AudioRejected(
+            f"truncated or corrupt: the header announces {info.frames} frames "
+            f"({info.frames / info.samplerate:.1f} s) but the {size}-byte file ends before"
+        )
 
 
 def _check_wav_data_chunk(path: Path) -> None:

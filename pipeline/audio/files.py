@@ -9,22 +9,40 @@ import os
 import stat
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 HEAD_BYTES = 64
 
 # Leading bytes of the containers libsndfile reads (what a file *is*, whatever its extension says).
 _MAGIC: tuple[tuple[int, bytes, str], ...] = (
-    (0, b"RIFF", "WAV"), (0, b"RIFX", "WAV"), (0, b"RF64", "WAV"), (0, b"BW64", "WAV"),
-    (0, b"riff\x2e\x91\xcf\x11", "W64"), (0, b"FORM", "AIFF"), (0, b"fLaC", "FLAC"), (0, b"OggS", "OGG"),
-    (0, b"ID3", "MP3"), (0, b".snd", "AU"), (0, b"caff", "CAF"), (0, b"NIST_1A", "NIST"),
-    (0, b"Creative Voice File", "VOC"), (0, b"wvpk", "WAVPACK"), (0, b"MAC ", "APE"), (0, b"2BIT", "AVR"),
-    (0, b"#!rts", "RTS"), (0, b"\x64\xa3\x01\x00", "IRCAM"), (0, b"\x00\x01\xa3\x64", "IRCAM"),
-    (0, b"\x64\xa3\x02\x00", "IRCAM"), (0, b"\x00\x02\xa3\x64", "IRCAM"), (0, b"\x64\xa3\x03\x00", "IRCAM"),
-    (0, b"\x00\x03\xa3\x64", "IRCAM"), (0, b"\x64\xa3\x04\x00", "IRCAM"), (0, b"\x00\x04\xa3\x64", "IRCAM"),
+    (0, b"RIFF", "WAV"),
+    (0, b"RIFX", "WAV"),
+    (0, b"RF64", "WAV"),
+    (0, b"BW64", "WAV"),
+    (0, b"riff\x2e\x91\xcf\x11", "W64"),
+    (0, b"FORM", "AIFF"),
+    (0, b"fLaC", "FLAC"),
+    (0, b"OggS", "OGG"),
+    (0, b"ID3", "MP3"),
+    (0, b".snd", "AU"),
+    (0, b"caff", "CAF"),
+    (0, b"NIST_1A", "NIST"),
+    (0, b"Creative Voice File", "VOC"),
+    (0, b"wvpk", "WAVPACK"),
+    (0, b"MAC ", "APE"),
+    (0, b"2BIT", "AVR"),
+    (0, b"#!rts", "RTS"),
+    (0, b"\x64\xa3\x01\x00", "IRCAM"),
+    (0, b"\x00\x01\xa3\x64", "IRCAM"),
+    (0, b"\x64\xa3\x02\x00", "IRCAM"),
+    (0, b"\x00\x02\xa3\x64", "IRCAM"),
+    (0, b"\x64\xa3\x03\x00", "IRCAM"),
+    (0, b"\x00\x03\xa3\x64", "IRCAM"),
+    (0, b"\x64\xa3\x04\x00", "IRCAM"),
+    (0, b"\x00\x04\xa3\x64", "IRCAM"),
     (8, b"ftyp", "MP4"),
-)  # fmt: skip
+)
 
 _FILE_KINDS = (
     (stat.S_ISFIFO, "a FIFO (named pipe)"),

@@ -25,7 +25,8 @@ def write_audio(
     (Ogg streams still get a random serial number from libsndfile: Ogg files decode identically but
     are not byte-identical.)"""
     audio = audio if audio.ndim == 2 else audio[:, None]
-    with sf.SoundFile(target, "w", sample_rate, audio.shape[1], subtype, format=format,
-                      compression_level=compression_level) as handle:  # fmt: skip
+    with sf.SoundFile(
+        target, "w", sample_rate, audio.shape[1], subtype, format=format, compression_level=compression_level
+    ) as handle:
         sf._snd.sf_command(handle._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
         handle.write(audio)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, ValidationError
 from pydantic_core import CoreSchema, InitErrorDetails, PydanticCustomError, core_schema
-
 
 # Keys of a pydantic-core schema that hold a schema or a list of them, and keys that hold a dict of them.
 _SUBSCHEMA_KEYS = ("schema", "items_schema", "keys_schema", "values_schema", "definitions", "schemas", "choices")
@@ -55,7 +55,9 @@ def _refuse_non_numbers(expected: str) -> Callable[[Any], Any]:
         if isinstance(value, bool):
             shown = "true" if value else "false"
             raise PydanticCustomError(
-                "bool_not_number", "expected {expected}, got the boolean {value}", {"expected": expected, "value": shown}
+                "bool_not_number",
+                "expected {expected}, got the boolean {value}",
+                {"expected": expected, "value": shown},
             )
         if isinstance(value, str):
             shown = repr(value) if len(value) <= 40 else repr(value[:37]) + "..."
@@ -101,7 +103,9 @@ def check_fields(model: BaseModel, problems: list[tuple[tuple[str | int, ...], s
         raise ValidationError.from_exception_data(
             type(model).__name__,
             [
-                InitErrorDetails(type=PydanticCustomError("cross_field", "{message}", {"message": message}), loc=loc, input=None)
+                InitErrorDetails(
+                    type=PydanticCustomError("cross_field", "{message}", {"message": message}), loc=loc, input=None
+                )
                 for loc, message in problems
             ],
         )

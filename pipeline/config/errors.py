@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
-
 
 MAX_REPORTED = 100  # problems listed in a report; a file of thousands of unknown keys says how many more
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -46,7 +47,7 @@ class Experiment(StrictModel):
         return raw
 
     @model_validator(mode="after")
-    def _autoencoder_fits_data(self) -> "Experiment":
+    def _autoencoder_fits_data(self) -> Experiment:
         if self.autoencoder is None:
             return self
         model, channels, rate = self.autoencoder.model, self.data.channels, self.data.sample_rate
@@ -59,19 +60,28 @@ class Experiment(StrictModel):
             if value != channels
         ]
         if self.autoencoder.sample_rate is not None and self.autoencoder.sample_rate != rate:
-            problems.append((("autoencoder", "sample_rate"), f"must equal data.sample_rate ({rate}), got {self.autoencoder.sample_rate}"))
+            problems.append(
+                (
+                    ("autoencoder", "sample_rate"),
+                    f"must equal data.sample_rate ({rate}), got {self.autoencoder.sample_rate}",
+                )
+            )
         window_samples = self.pre_encode.window_seconds * rate
         if window_samples < model.downsampling_ratio:
-            problems.append((
-                ("pre_encode", "window_seconds"),
-                f"{self.pre_encode.window_seconds} s is shorter than one latent frame ({model.downsampling_ratio} samples at {rate} Hz)",
-            ))  # fmt: skip
+            problems.append(
+                (
+                    ("pre_encode", "window_seconds"),
+                    f"{self.pre_encode.window_seconds} s is shorter than one latent frame ({model.downsampling_ratio} samples at {rate} Hz)",
+                )
+            )
         training = self.autoencoder.training
         if training is not None and training.crop_seconds * rate < model.downsampling_ratio:
-            problems.append((
-                ("autoencoder", "training", "crop_seconds"),
-                f"{training.crop_seconds} s is shorter than one latent frame ({model.downsampling_ratio} samples at {rate} Hz)",
-            ))  # fmt: skip
+            problems.append(
+                (
+                    ("autoencoder", "training", "crop_seconds"),
+                    f"{training.crop_seconds} s is shorter than one latent frame ({model.downsampling_ratio} samples at {rate} Hz)",
+                )
+            )
         problems += self._items_hold_latent_frames() + self._scale_needs_a_vae()
         check_fields(self, problems)
         return self
@@ -84,19 +94,29 @@ class Experiment(StrictModel):
         if longest is None or longest * self.data.sample_rate >= MIN_LATENT_FRAMES * ratio:
             return []
         shortest = MIN_LATENT_FRAMES * ratio / self.data.sample_rate
-        return [(("data", "max_item_seconds"), (
-            f"must be at least {shortest:g} s ({MIN_LATENT_FRAMES} latent frames of {ratio} samples at "
-            f"{self.data.sample_rate} Hz), got {longest:g}"
-        ))]  # fmt: skip
+        return [
+            (
+                ("data", "max_item_seconds"),
+                (
+                    f"must be at least {shortest:g} s ({MIN_LATENT_FRAMES} latent frames of {ratio} samples at "
+                    f"{self.data.sample_rate} Hz), got {longest:g}"
+                ),
+            )
+        ]
 
     def _scale_needs_a_vae(self) -> list[tuple[tuple[str, ...], str]]:
         assert self.autoencoder is not None
         bottleneck = self.autoencoder.model.bottleneck.type
         if not self.pre_encode.store_scale or bottleneck == "vae":
             return []
-        return [(("pre_encode", "store_scale"), (
-            f"true, but the {bottleneck} bottleneck has no posterior scale to store (only a vae has); set it to false"
-        ))]  # fmt: skip
+        return [
+            (
+                ("pre_encode", "store_scale"),
+                (
+                    f"true, but the {bottleneck} bottleneck has no posterior scale to store (only a vae has); set it to false"
+                ),
+            )
+        ]
 
     @property
     def work_dir(self) -> Path:
@@ -104,9 +124,7 @@ class Experiment(StrictModel):
         return self.paths.work_dir
 
 
-def load_experiment(
-    path: str | Path, overrides: Iterable[str] = (), base_dir: str | Path | None = None
-) -> Experiment:
+def load_experiment(path: str | Path, overrides: Iterable[str] = (), base_dir: str | Path | None = None) -> Experiment:
     """Load, merge, override and validate an experiment; raise ConfigError listing every problem.
 
     Relative paths in `paths` are resolved against `base_dir` (default: the current directory)."""

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -216,7 +217,7 @@ class _Chain:
     above: tuple[Path, ...] = ()
     reads: list[int] = field(default_factory=lambda: [0])  # shared by every branch of the chain
 
-    def below(self, path: Path) -> "_Chain":
+    def below(self, path: Path) -> _Chain:
         return _Chain((*self.above, path), self.reads)
 
 
@@ -295,7 +296,9 @@ def _extends_references(layer: Layer, path: Path, problems: list[ConfigProblem])
             valid.append((reference, origin))
         else:
             problems.append(
-                ConfigProblem("extends", f"expected a file path or a list of file paths, got {_shown(reference)}", origin)
+                ConfigProblem(
+                    "extends", f"expected a file path or a list of file paths, got {_shown(reference)}", origin
+                )
             )
     return valid
 

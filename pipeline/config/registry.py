@@ -29,8 +29,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, TypeVar, Union
+from typing import Annotated, Any, TypeVar, Union
 
 from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
@@ -155,7 +156,7 @@ def component_union(kind: str) -> Any:
         # A one-member union cannot carry a discriminator; require `type` as the union would (and as the
         # JSON Schema does), so a file stays valid when a second component of the kind registers.
         return Annotated[configs[0], BeforeValidator(_require_type_key)]
-    return Annotated[Union[tuple(configs)], Field(discriminator="type")]
+    return Annotated[Union[tuple(configs)], Field(discriminator="type")]  # noqa: UP007 (X | Y cannot unpack)
 
 
 def _require_type_key(value: Any) -> Any:

@@ -29,7 +29,9 @@ class SatImportError(UserFacingError):
     """The stable-audio-tools config cannot be expressed here; the message says what and why."""
 
 
-def import_sat_config(path: str | Path, checkpoint: str | None = None, checkpoint_prefix: str | None = None) -> tuple[dict[str, Any], list[str]]:
+def import_sat_config(
+    path: str | Path, checkpoint: str | None = None, checkpoint_prefix: str | None = None
+) -> tuple[dict[str, Any], list[str]]:
     """Return ({"data": ..., "autoencoder": ...}, notes on what was not carried over or is still to set)."""
     path = Path(path)
     try:
@@ -54,7 +56,10 @@ def import_sat_config(path: str | Path, checkpoint: str | None = None, checkpoin
         section["training"], notes = _training(training, document, sample_rate, model["bottleneck"]["type"])
     elif checkpoint is None:
         notes.append("no training settings in the source: set autoencoder.checkpoint to the pretrained weights")
-    return {"data": {"sample_rate": sample_rate, "channels": model["encoder"].get("in_channels", 2)}, "autoencoder": section}, notes
+    return {
+        "data": {"sample_rate": sample_rate, "channels": model["encoder"].get("in_channels", 2)},
+        "autoencoder": section,
+    }, notes
 
 
 def _validate(model: dict[str, Any], path: Path) -> None:
@@ -81,7 +86,9 @@ def _autoencoder_block(document: Any, path: Path) -> tuple[dict[str, Any], int, 
             "diffusion/LM config whose pretransform is an autoencoder"
         )
     if pretransform.get("type") != "autoencoder":
-        raise SatImportError(f"{path}: model.pretransform.type '{pretransform.get('type')}' is not supported; supported: autoencoder")
+        raise SatImportError(
+            f"{path}: model.pretransform.type '{pretransform.get('type')}' is not supported; supported: autoencoder"
+        )
     return pretransform.get("config", {}), sample_rate, None
 
 
@@ -115,10 +122,14 @@ def _check_repeated_values(block: dict[str, Any], model: dict[str, Any], path: P
             raise SatImportError(f"{path}: model.{key} is {block[key]} but the encoder/decoder configs give {ours}")
     bottleneck_dim = block.get("bottleneck", {}).get("config", {}).get("dim")
     if bottleneck_dim is not None and bottleneck_dim != derived["latent_dim"]:
-        raise SatImportError(f"{path}: model.bottleneck.config.dim is {bottleneck_dim}, decoder.latent_dim {derived['latent_dim']}")
+        raise SatImportError(
+            f"{path}: model.bottleneck.config.dim is {bottleneck_dim}, decoder.latent_dim {derived['latent_dim']}"
+        )
 
 
-def _training(training: dict[str, Any], document: dict[str, Any], sample_rate: int, bottleneck: str) -> tuple[dict[str, Any], list[str]]:
+def _training(
+    training: dict[str, Any], document: dict[str, Any], sample_rate: int, bottleneck: str
+) -> tuple[dict[str, Any], list[str]]:
     optimizer = training.get("optimizer_configs", {}).get("autoencoder", {}).get("optimizer", {})
     optimizer_config = optimizer.get("config", {})
     losses = training.get("loss_configs", {})

@@ -32,12 +32,20 @@ class PathsConfig(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _work_dir_outside_audio_dir(self) -> "PathsConfig":
+    def _work_dir_outside_audio_dir(self) -> PathsConfig:
         if self.work_dir is not None and is_within(self.work_dir, self.audio_dir):
-            check_fields(self, [(("work_dir",), (
-                f"{self.work_dir} is inside audio_dir ({self.audio_dir}): the audio of the shards written there "
-                "would be listed as input by the next plan; put work_dir elsewhere"
-            ))])  # fmt: skip
+            check_fields(
+                self,
+                [
+                    (
+                        ("work_dir",),
+                        (
+                            f"{self.work_dir} is inside audio_dir ({self.audio_dir}): the audio of the shards written there "
+                            "would be listed as input by the next plan; put work_dir elsewhere"
+                        ),
+                    )
+                ],
+            )
         return self
 
 
@@ -61,7 +69,9 @@ class DataConfig(StrictModel):
     )
     min_item_seconds: float = Field(0.5, ge=0.0, le=86_400.0, description="shorter items (and tails) are rejected")
     max_item_seconds: float | None = Field(
-        None, ge=MIN_ITEM_SECONDS, le=86_400.0,
+        None,
+        ge=MIN_ITEM_SECONDS,
+        le=86_400.0,
         description="longer items are handled per `long_items`; null: no limit",
     )
     long_items: Literal["split", "truncate", "reject"] = Field(
@@ -87,7 +97,7 @@ class DataConfig(StrictModel):
         return tuple(sorted(set(cleaned)))
 
     @model_validator(mode="after")
-    def _check_lengths(self) -> "DataConfig":
+    def _check_lengths(self) -> DataConfig:
         if self.max_item_seconds is not None:
             if self.min_item_seconds > self.max_item_seconds:
                 raise ValueError(
@@ -95,11 +105,19 @@ class DataConfig(StrictModel):
                     f"({self.max_item_seconds})"
                 )
             if self.segment_overlap_seconds > self.max_item_seconds / 2:
-                check_fields(self, [(("segment_overlap_seconds",), (
-                    f"must be at most half of max_item_seconds ({self.max_item_seconds / 2:g} s), got "
-                    f"{self.segment_overlap_seconds:g}: segments start every max_item_seconds - overlap seconds, "
-                    "so an overlap near the segment length makes a long file into a huge number of segments"
-                ))])  # fmt: skip
+                check_fields(
+                    self,
+                    [
+                        (
+                            ("segment_overlap_seconds",),
+                            (
+                                f"must be at most half of max_item_seconds ({self.max_item_seconds / 2:g} s), got "
+                                f"{self.segment_overlap_seconds:g}: segments start every max_item_seconds - overlap seconds, "
+                                "so an overlap near the segment length makes a long file into a huge number of segments"
+                            ),
+                        )
+                    ],
+                )
         return self
 
 
@@ -158,15 +176,22 @@ class AutoencoderConfig(StrictModel):
     training: AutoencoderTrainingConfig | None = None
 
     @model_validator(mode="after")
-    def _weights_come_from_somewhere(self) -> "AutoencoderConfig":
+    def _weights_come_from_somewhere(self) -> AutoencoderConfig:
         problems = []
         if self.checkpoint is None and self.training is None:
-            problems.append((("training",), "required when autoencoder.checkpoint is not set (the stage trains the model)"))
+            problems.append(
+                (("training",), "required when autoencoder.checkpoint is not set (the stage trains the model)")
+            )
         if self.checkpoint is not None and self.training is not None:
-            problems.append((("training",), (
-                "set together with autoencoder.checkpoint: it is ambiguous which weights are used; "
-                "remove `checkpoint` to train the model, or `training` to use the pretrained weights"
-            )))  # fmt: skip
+            problems.append(
+                (
+                    ("training",),
+                    (
+                        "set together with autoencoder.checkpoint: it is ambiguous which weights are used; "
+                        "remove `checkpoint` to train the model, or `training` to use the pretrained weights"
+                    ),
+                )
+            )
         if self.checkpoint_prefix is not None and self.checkpoint is None:
             problems.append((("checkpoint_prefix",), "set, but autoencoder.checkpoint is not"))
         check_fields(self, problems)
@@ -186,8 +211,11 @@ class PreEncodeConfig(StrictModel):
     store_scale: bool = Field(False, description="also store the VAE posterior scale (/latents_scale)")
     compression: Literal["none", "lzf", "gzip"] = Field("none", description="HDF5 compression of the latents")
     num_workers: Annotated[int | None, RUNTIME_ONLY] = Field(
-        None, ge=0, le=1, description="1: decode shard audio in a background DataLoader process, 0: inline; "
-        "null: 1 on GPU, 0 on CPU (where a second process only competes with the encoder)"
+        None,
+        ge=0,
+        le=1,
+        description="1: decode shard audio in a background DataLoader process, 0: inline; "
+        "null: 1 on GPU, 0 on CPU (where a second process only competes with the encoder)",
     )
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import types
 import typing
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -30,7 +31,12 @@ def _echo_of_item_errors(item: dict[str, Any]) -> bool:
     """Pydantic adds "should have at least 1 item after validation, not 0" to a long enough list whose
     items failed: those item errors say it all."""
     given, minimum = item.get("input"), item.get("ctx", {}).get("min_length")
-    return item["type"] == "too_short" and isinstance(given, (list, tuple)) and isinstance(minimum, int) and len(given) >= minimum
+    return (
+        item["type"] == "too_short"
+        and isinstance(given, (list, tuple))
+        and isinstance(minimum, int)
+        and len(given) >= minimum
+    )
 
 
 def _clean_loc(root: type[BaseModel], raw_loc: Iterable[Any]) -> tuple[tuple[Any, ...], Any]:
@@ -111,7 +117,7 @@ def _plain_message(item: dict[str, Any], parent: Any, loc: tuple[Any, ...]) -> s
     message = str(item["msg"])
     for prefix, replacement in (("Value error, ", ""), ("Input should be", "expected"), ("Assertion failed, ", "")):
         if message.startswith(prefix):
-            message = replacement + message[len(prefix):]
+            message = replacement + message[len(prefix) :]
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         message = "expected a mapping of keys to values"
     if kind == "path_type":

@@ -13,21 +13,22 @@ import functools
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
 import torch
 
 from pipeline import __version__
+from pipeline.autoencoder import current_weights_sha256, experiment_autoencoder
 from pipeline.config.experiment import Experiment
 from pipeline.config.hashing import stage_hash
 from pipeline.config.sections import PreEncodeConfig
 from pipeline.errors import UserFacingError
 from pipeline.latents.store import FORMAT, VERSION, ItemRecord, StoreWriter, autoencoder_attributes, read_attributes
-from pipeline.autoencoder import current_weights_sha256, experiment_autoencoder
 from pipeline.latents.verify import verify
 from pipeline.layout import layout_of
 from pipeline.models.autoencoder.model import Autoencoder, frames_for
@@ -95,8 +96,13 @@ def _current_attributes(store: Path, expected: dict[str, str]) -> dict[str, Any]
     return attributes
 
 
-def pre_encode_shard(experiment: Experiment, index: int, force: bool = False, progress: bool = False,
-                     model: Autoencoder | Callable[[], Autoencoder] | None = None) -> EncodeResult:  # fmt: skip
+def pre_encode_shard(
+    experiment: Experiment,
+    index: int,
+    force: bool = False,
+    progress: bool = False,
+    model: Autoencoder | Callable[[], Autoencoder] | None = None,
+) -> EncodeResult:
     """Encode shard `index` into its store unless an up-to-date store exists. `model`: the frozen
     autoencoder, or a function returning it (called only when the shard needs encoding)."""
     load_plan(experiment).shard(index)  # a shard the plan does not have is a user error naming its range
@@ -122,8 +128,14 @@ def pre_encode_shard(experiment: Experiment, index: int, force: bool = False, pr
         items = background_items(layout.shard_tar(index), workers)
         for encoded in _progress(encode_items(items, model, config, device), len(manifest.items), progress, index):
             writer.append(encoded.record, encoded.values, encoded.scale)
-    return EncodeResult(index, len(writer.items), writer.frames, writer.frames / model.latent_rate, skipped=False,
-                        wall_seconds=time.monotonic() - started)  # fmt: skip
+    return EncodeResult(
+        index,
+        len(writer.items),
+        writer.frames,
+        writer.frames / model.latent_rate,
+        skipped=False,
+        wall_seconds=time.monotonic() - started,
+    )
 
 
 def _frozen_model(experiment: Experiment, model: Autoencoder | Callable[[], Autoencoder] | None) -> Autoencoder:
@@ -136,7 +148,9 @@ def planned_indices(experiment: Experiment) -> list[int]:
     return load_plan(experiment).indices
 
 
-def pre_encode_all(experiment: Experiment, workers: int = 1, force: bool = False, progress: bool = True) -> list[EncodeResult]:
+def pre_encode_all(
+    experiment: Experiment, workers: int = 1, force: bool = False, progress: bool = True
+) -> list[EncodeResult]:
     """Every planned shard; `workers` > 1 runs that many processes (each loads the model once)."""
     indices = planned_indices(experiment)
     if workers <= 1:
@@ -157,7 +171,9 @@ def _limit_threads(workers: int) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
-def _store_attributes(model: Autoencoder, provenance: dict[str, str], config: PreEncodeConfig, device: torch.device) -> dict[str, Any]:
+def _store_attributes(
+    model: Autoencoder, provenance: dict[str, str], config: PreEncodeConfig, device: torch.device
+) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "format_version": VERSION,
@@ -204,13 +220,20 @@ def background_items(tar: Path, num_workers: int) -> Iterator[ShardItem]:
     if not tar.is_file():
         raise UserFacingError(f"shard tar not found: {tar}")
     workers = min(num_workers, 1)  # one tar is one ordered stream
-    loader = torch.utils.data.DataLoader(_TarItems(tar), batch_size=None, num_workers=workers, collate_fn=_unbatched,
-                                         prefetch_factor=LOOKAHEAD_BATCHES * 4 if workers else None)  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        _TarItems(tar),
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_unbatched,
+        prefetch_factor=LOOKAHEAD_BATCHES * 4 if workers else None,
+    )
     return iter(loader)
 
 
 # --- encoding -----------------------------------------------------------------------------------
-def encode_items(items: Iterator[ShardItem], model: Autoencoder, config: PreEncodeConfig, device: torch.device) -> Iterator[Encoded]:
+def encode_items(
+    items: Iterator[ShardItem], model: Autoencoder, config: PreEncodeConfig, device: torch.device
+) -> Iterator[Encoded]:
     """Encode `items`, yielding results in input order."""
     block: list[ShardItem] = []
     for item in items:
@@ -222,11 +245,15 @@ def encode_items(items: Iterator[ShardItem], model: Autoencoder, config: PreEnco
         yield from _encode_block(block, model, config, device)
 
 
-def _encode_block(block: Sequence[ShardItem], model: Autoencoder, config: PreEncodeConfig, device: torch.device) -> Iterator[Encoded]:
+def _encode_block(
+    block: Sequence[ShardItem], model: Autoencoder, config: PreEncodeConfig, device: torch.device
+) -> Iterator[Encoded]:
     window_samples = round(config.window_seconds * model.sample_rate)
     results: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
-    short = sorted((i for i, item in enumerate(block) if item.audio.shape[1] <= window_samples),
-                   key=lambda i: block[i].audio.shape[1])  # fmt: skip
+    short = sorted(
+        (i for i, item in enumerate(block) if item.audio.shape[1] <= window_samples),
+        key=lambda i: block[i].audio.shape[1],
+    )
     for start in range(0, len(short), config.batch_size):
         batch = short[start : start + config.batch_size]
         results.update(zip(batch, _encode_batch([block[i].audio for i in batch], model, config, device)))
@@ -249,8 +276,13 @@ def _record(item: ShardItem, frames: int) -> ItemRecord:
     )
 
 
-def _encode_batch(audios: Sequence[np.ndarray], model: Autoencoder, config: PreEncodeConfig, device: torch.device,
-                  chunk_frames: int | None = None) -> list[tuple[np.ndarray, np.ndarray | None]]:  # fmt: skip
+def _encode_batch(
+    audios: Sequence[np.ndarray],
+    model: Autoencoder,
+    config: PreEncodeConfig,
+    device: torch.device,
+    chunk_frames: int | None = None,
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """Encode (channels, samples) arrays together, zero-padded to the longest; each result is cut to
     its own frames, and the last frames of padded items are re-encoded without the padding."""
     ratio = model.downsampling_ratio
@@ -269,8 +301,15 @@ def _encode_batch(audios: Sequence[np.ndarray], model: Autoencoder, config: PreE
     return results
 
 
-def _reencode_tail(audio: np.ndarray, count: int, values: np.ndarray, scale: np.ndarray | None, model: Autoencoder,
-                   config: PreEncodeConfig, device: torch.device) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+def _reencode_tail(
+    audio: np.ndarray,
+    count: int,
+    values: np.ndarray,
+    scale: np.ndarray | None,
+    model: Autoencoder,
+    config: PreEncodeConfig,
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Frames near the end of a padded item saw the padding: recompute the last `overlap_frames`
     from the item's own tail (with `overlap_frames` of context before them)."""
     context = config.overlap_frames
@@ -288,8 +327,9 @@ def _reencode_tail(audio: np.ndarray, count: int, values: np.ndarray, scale: np.
     return values, scale
 
 
-def _encode(model: Autoencoder, audio: torch.Tensor, config: PreEncodeConfig, device: torch.device,
-            chunk_frames: int | None) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+def _encode(
+    model: Autoencoder, audio: torch.Tensor, config: PreEncodeConfig, device: torch.device, chunk_frames: int | None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """-> (batch, frames, width) values (float32 latents or int64 codes) and the optional scale."""
     want_scale = config.store_scale and model.config.bottleneck.type == "vae"
     autocast = (
@@ -298,8 +338,9 @@ def _encode(model: Autoencoder, audio: torch.Tensor, config: PreEncodeConfig, de
         else contextlib.nullcontext()
     )
     with torch.inference_mode(), autocast:
-        encoded = model.encode(audio.to(device), return_scale=want_scale, chunk_frames=chunk_frames,
-                               overlap_frames=config.overlap_frames)  # fmt: skip
+        encoded = model.encode(
+            audio.to(device), return_scale=want_scale, chunk_frames=chunk_frames, overlap_frames=config.overlap_frames
+        )
     latents, scale = encoded if want_scale else (encoded, None)
 
     def to_numpy(tensor: torch.Tensor) -> np.ndarray:

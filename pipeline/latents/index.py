@@ -18,21 +18,41 @@ import h5py
 import numpy as np
 
 from pipeline import __version__
+from pipeline.autoencoder import current_weights_sha256
 from pipeline.config.experiment import Experiment
 from pipeline.config.hashing import stage_hash
 from pipeline.errors import UserFacingError
-from pipeline.autoencoder import current_weights_sha256
-from pipeline.layout import layout_of
 from pipeline.latents.store import (
-    INDEX_FIELDS, INDEX_FORMAT, STRING, VERSION, RunningStats, combined_digest, create_hashed, dataset_digests,
-    file_attributes, read_index, write_stats,
-)  # fmt: skip
+    INDEX_FIELDS,
+    INDEX_FORMAT,
+    STRING,
+    VERSION,
+    RunningStats,
+    combined_digest,
+    create_hashed,
+    dataset_digests,
+    file_attributes,
+    read_index,
+    write_stats,
+)
+from pipeline.layout import layout_of
 from pipeline.utils.atomic import atomic_path
 
 DATA_NAMES = ("latents", "latents_scale", "codes")
 # Attributes every shard store of one index must share.
-SHARED_ATTRIBUTES = ("sample_rate", "latent_rate", "downsampling_ratio", "latent_dim", "is_discrete", "n_codebooks",
-                     "codebook_size", "dtype", "autoencoder_config", "autoencoder_weights_sha256", "stage_hash")  # fmt: skip
+SHARED_ATTRIBUTES = (
+    "sample_rate",
+    "latent_rate",
+    "downsampling_ratio",
+    "latent_dim",
+    "is_discrete",
+    "n_codebooks",
+    "codebook_size",
+    "dtype",
+    "autoencoder_config",
+    "autoencoder_weights_sha256",
+    "stage_hash",
+)
 # What the index records of each store (/shards/<column>), compared by `verify`.
 IDENTITY_STRINGS = ("content_sha256", "autoencoder_weights_sha256", "stage_hash")
 IDENTITY_COUNTS = ("items", "frames")
@@ -54,8 +74,9 @@ def build_index(experiment: Experiment) -> Path:
     return target
 
 
-def write_index_file(path: Path, stores: list[Path], expected_stage_hash: str,
-                     expected_weights_sha256: str | None = None) -> None:  # fmt: skip
+def write_index_file(
+    path: Path, stores: list[Path], expected_stage_hash: str, expected_weights_sha256: str | None = None
+) -> None:
     shards = [_describe(store) for store in stores]
     reference = shards[0]["attributes"]
     for shard in shards:
@@ -68,15 +89,21 @@ def write_index_file(path: Path, stores: list[Path], expected_stage_hash: str,
         _combined_stats(file, shards)
         _identities(file, shards)
         frames = sum(shard["frames"] for shard in shards)
-        file.attrs.update({
-            **{name: reference[name] for name in SHARED_ATTRIBUTES},
-            "format": INDEX_FORMAT, "format_version": VERSION, "package_version": __version__,
-            "torch_version": reference["torch_version"], "h5py_version": h5py.__version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "shards": json.dumps([shard["path"].name for shard in shards]),
-            "items": sum(len(shard["index"]["key"]) for shard in shards),
-            "frames": frames, "seconds": frames / reference["latent_rate"],
-        })  # fmt: skip
+        file.attrs.update(
+            {
+                **{name: reference[name] for name in SHARED_ATTRIBUTES},
+                "format": INDEX_FORMAT,
+                "format_version": VERSION,
+                "package_version": __version__,
+                "torch_version": reference["torch_version"],
+                "h5py_version": h5py.__version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "shards": json.dumps([shard["path"].name for shard in shards]),
+                "items": sum(len(shard["index"]["key"]) for shard in shards),
+                "frames": frames,
+                "seconds": frames / reference["latent_rate"],
+            }
+        )
         file.attrs["content_sha256"] = combined_digest(dataset_digests(file))
 
 
@@ -84,14 +111,18 @@ def _check_belongs(shard: dict[str, Any], first: dict[str, Any], stage: str, wei
     """UserFacingError unless the store has this format version, matches the first store and the experiment."""
     attributes, where = shard["attributes"], shard["path"]
     if attributes.get("format_version") != VERSION or "content_sha256" not in attributes:
-        raise UserFacingError(f"{where} has store format version {attributes.get('format_version')!r}, "
-                              f"this version writes {VERSION}: re-run pre-encode")  # fmt: skip
+        raise UserFacingError(
+            f"{where} has store format version {attributes.get('format_version')!r}, "
+            f"this version writes {VERSION}: re-run pre-encode"
+        )
     different = [name for name in SHARED_ATTRIBUTES if attributes.get(name) != first["attributes"].get(name)]
     if different:
         raise UserFacingError(f"{where} differs from {first['path']} in {different}: re-run pre-encode")
     if attributes.get("stage_hash") != stage:
-        raise UserFacingError(f"{where} was built for another configuration (stage hash {attributes.get('stage_hash')}, "
-                              f"experiment {stage}): re-run pre-encode")  # fmt: skip
+        raise UserFacingError(
+            f"{where} was built for another configuration (stage hash {attributes.get('stage_hash')}, "
+            f"experiment {stage}): re-run pre-encode"
+        )
     if weights_sha256 is not None and attributes.get("autoencoder_weights_sha256") != weights_sha256:
         raise UserFacingError(
             f"{where} was encoded with other autoencoder weights (sha256 {attributes.get('autoencoder_weights_sha256')}, "
@@ -113,8 +144,14 @@ def _describe(store: Path) -> dict[str, Any]:
         attributes = file_attributes(file)
         shapes = {name: (file[name].shape, file[name].dtype) for name in DATA_NAMES if name in file}
         stats = {name: file["stats"][name][()] for name in ("mean", "std", "frames") if name in file["stats"]}
-        return {"path": store, "attributes": attributes, "shapes": shapes, "index": read_index(file), "stats": stats,
-                "frames": int(file.attrs["frames"])}  # fmt: skip
+        return {
+            "path": store,
+            "attributes": attributes,
+            "shapes": shapes,
+            "index": read_index(file),
+            "stats": stats,
+            "frames": int(file.attrs["frames"]),
+        }
 
 
 def _virtual_dataset(file: h5py.File, name: str, shards: list[dict[str, Any]], directory: Path) -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -167,12 +168,14 @@ def _code_summary(codes: np.ndarray, codebook_size: int) -> dict[str, Any]:
     for column in codes.T:
         used, counts = np.unique(column, return_counts=True)
         top = np.argsort(-counts, kind="stable")[:TOP_CODES]
-        codebooks.append({
-            "distinct": int(len(used)),
-            "min": int(column.min()),
-            "max": int(column.max()),
-            "top": [[int(used[i]), int(counts[i])] for i in top],
-        })  # fmt: skip
+        codebooks.append(
+            {
+                "distinct": int(len(used)),
+                "min": int(column.min()),
+                "max": int(column.max()),
+                "top": [[int(used[i]), int(counts[i])] for i in top],
+            }
+        )
     return {"codebook_size": codebook_size, "codebooks": codebooks}
 
 
@@ -189,16 +192,24 @@ def _render_store(description: dict[str, Any]) -> list[str]:
     codes = (
         f"yes ({discrete['n_codebooks']} codebooks of {discrete['codebook_size']})" if discrete["is_discrete"] else "no"
     )
-    lines = _fields([
-        ("path", f"{description['path']} ({description['kind']})"),
-        ("items", f"{description['items']:,}"),
-        ("frames", f"{description['frames']:,}"),
-        ("audio", f"{description['hours']:.3f} h ({description['seconds']:.1f} s)"),
-        ("data", f"/{latents['dataset']} {latents['dtype']} ({shape})" + (" + scale" if latents["with_scale"] else "")),
-        ("latent rate", f"{latents['latent_rate']:.4g} Hz (downsampling {latents['downsampling_ratio']} "
-                        f"at {latents['sample_rate']} Hz)"),
-        ("discrete", codes),
-    ])  # fmt: skip
+    lines = _fields(
+        [
+            ("path", f"{description['path']} ({description['kind']})"),
+            ("items", f"{description['items']:,}"),
+            ("frames", f"{description['frames']:,}"),
+            ("audio", f"{description['hours']:.3f} h ({description['seconds']:.1f} s)"),
+            (
+                "data",
+                f"/{latents['dataset']} {latents['dtype']} ({shape})" + (" + scale" if latents["with_scale"] else ""),
+            ),
+            (
+                "latent rate",
+                f"{latents['latent_rate']:.4g} Hz (downsampling {latents['downsampling_ratio']} "
+                f"at {latents['sample_rate']} Hz)",
+            ),
+            ("discrete", codes),
+        ]
+    )
     attributes = {key: value for key, value in description["provenance"].items() if key != "autoencoder_config"}
     lines += ["", "provenance:", *_fields(sorted(attributes.items()), indent=2)]
     lines += [
@@ -232,9 +243,12 @@ def _render_item(description: dict[str, Any]) -> list[str]:
         ("file", description["path"] + (f" (shard {description['shard']})" if "shard" in description else "")),
         ("row", str(description["row"])),
         ("frames", f"{description['frames']:,} (offset {description['offset']:,})"),
-        ("seconds", f"{description['seconds']:.2f} s (source: start {description['seconds_start']:.2f} s, "
-                    f"total {description['seconds_total']:.2f} s)"),
-    ]  # fmt: skip
+        (
+            "seconds",
+            f"{description['seconds']:.2f} s (source: start {description['seconds_start']:.2f} s, "
+            f"total {description['seconds_total']:.2f} s)",
+        ),
+    ]
     lines = _fields(fields)
     lines += ["", "metadata:", *_fields(_flatten(description["metadata"]), indent=2)]
     if "channels" in description:
@@ -248,10 +262,14 @@ def _render_item(description: dict[str, Any]) -> list[str]:
     else:
         codes = description["codes"]
         rows = [
-            (str(number), str(book["distinct"]), f"{book['min']}..{book['max']}",
-             " ".join(f"{code}:{count}" for code, count in book["top"]))
+            (
+                str(number),
+                str(book["distinct"]),
+                f"{book['min']}..{book['max']}",
+                " ".join(f"{code}:{count}" for code, count in book["top"]),
+            )
             for number, book in enumerate(codes["codebooks"])
-        ]  # fmt: skip
+        ]
         headers = ("codebook", "distinct", "range", "most common (code:count)")
         lines += ["", f"codes (codebook size {codes['codebook_size']}):", *_table(headers, rows, indent=2, left=(0, 3))]
     return lines
@@ -281,8 +299,10 @@ def _table(
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
 
     def line(cells: Sequence[str]) -> str:
-        parts = [f"{cell:<{width}}" if column in left else f"{cell:>{width}}"
-                 for column, (cell, width) in enumerate(zip(cells, widths))]  # fmt: skip
+        parts = [
+            f"{cell:<{width}}" if column in left else f"{cell:>{width}}"
+            for column, (cell, width) in enumerate(zip(cells, widths))
+        ]
         return (" " * indent + "  ".join(parts)).rstrip()
 
     return [line(headers), *(line(row) for row in rows)]
@@ -320,8 +340,14 @@ def _plot_item(axes: Any, values: np.ndarray, rate: float, key: str, discrete: b
     image = values.T.astype(np.float32)
     limit = float(np.nanmax(np.abs(image))) if not discrete else 0.0
     scale = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit} if limit > 0 else {"cmap": "viridis"}
-    shown = axes.imshow(image, aspect="auto", origin="lower", interpolation="nearest",
-                        extent=(0, frames / rate, -0.5, channels - 0.5), **scale)  # fmt: skip
+    shown = axes.imshow(
+        image,
+        aspect="auto",
+        origin="lower",
+        interpolation="nearest",
+        extent=(0, frames / rate, -0.5, channels - 0.5),
+        **scale,
+    )
     axes.set_title(f"{key}: {frames} frames ({frames / rate:.2f} s)")
     axes.set_xlabel("time (s)")
     axes.set_ylabel("codebook" if discrete else "channel")

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import h5py
 import numpy as np
@@ -38,10 +39,28 @@ INDEX_FORMAT = "pipeline-latent-index"
 VERSION = 2  # 2: fletcher32 chunk checksums, per-dataset sha256, content_sha256
 INDEX_FIELDS = ("key", "offset", "length", "seconds_start", "seconds_total", "metadata_json")
 ROOT_ATTRIBUTES = (
-    "format", "format_version", "sample_rate", "latent_rate", "downsampling_ratio", "latent_dim", "is_discrete",
-    "n_codebooks", "codebook_size", "dtype", "autoencoder_config", "autoencoder_weights_sha256", "stage_hash",
-    "package_version", "torch_version", "h5py_version", "created", "items", "frames", "seconds", "content_sha256",
-)  # fmt: skip
+    "format",
+    "format_version",
+    "sample_rate",
+    "latent_rate",
+    "downsampling_ratio",
+    "latent_dim",
+    "is_discrete",
+    "n_codebooks",
+    "codebook_size",
+    "dtype",
+    "autoencoder_config",
+    "autoencoder_weights_sha256",
+    "stage_hash",
+    "package_version",
+    "torch_version",
+    "h5py_version",
+    "created",
+    "items",
+    "frames",
+    "seconds",
+    "content_sha256",
+)
 SHARD_ATTRIBUTES = ("source_shard", "source_shard_sha256")
 STRING = h5py.string_dtype("utf-8")
 CHUNK_FRAMES = 4096
@@ -183,7 +202,7 @@ class StoreWriter:
     frames: int = 0
     stats: RunningStats = field(default_factory=RunningStats)
 
-    def __enter__(self) -> "StoreWriter":
+    def __enter__(self) -> StoreWriter:
         self._atomic = atomic_path(self.path)
         temporary = self._atomic.__enter__()
         self._file = h5py.File(temporary, "w")
@@ -201,15 +220,22 @@ class StoreWriter:
 
     def _create(self, name: str, dtype: Any) -> h5py.Dataset:
         return self._file.create_dataset(
-            name, shape=(0, self.width), maxshape=(None, self.width), dtype=dtype,
-            chunks=(CHUNK_FRAMES, self.width), compression=self.compression, fletcher32=True,
-        )  # fmt: skip
+            name,
+            shape=(0, self.width),
+            maxshape=(None, self.width),
+            dtype=dtype,
+            chunks=(CHUNK_FRAMES, self.width),
+            compression=self.compression,
+            fletcher32=True,
+        )
 
     def append(self, record: ItemRecord, values: np.ndarray, scale: np.ndarray | None = None) -> None:
         """`values`: (frames, width) latents (any float dtype, stored as float16) or integer codes.
         StoreContentError (nothing appended) when they are not finite, overflow float16 or are out of range."""
         if values.shape != (record.length, self.width):
-            raise ValueError(f"item {record.key}: values shaped {values.shape}, expected ({record.length}, {self.width})")
+            raise ValueError(
+                f"item {record.key}: values shaped {values.shape}, expected ({record.length}, {self.width})"
+            )
         name = "codes" if self.discrete else "latents"
         stored = self._checked(record.key, name, values)
         stored_scale = self._checked(record.key, "latents_scale", scale) if self.with_scale else None
@@ -262,7 +288,9 @@ class StoreWriter:
         seconds = self.frames / self.attributes["latent_rate"]
         attributes = {**self.attributes, "items": len(self.items), "frames": self.frames, "seconds": seconds}
         attributes["content_sha256"] = combined_digest(dataset_digests(self._file))
-        self._file.attrs.update({key: str(value) if isinstance(value, str) else value for key, value in attributes.items()})
+        self._file.attrs.update(
+            {key: str(value) if isinstance(value, str) else value for key, value in attributes.items()}
+        )
 
 
 def write_index(file: h5py.File, items: list[ItemRecord]) -> None:
@@ -339,7 +367,9 @@ def open_store(path: str | Path) -> tuple[h5py.File, dict[str, Any]]:
     """The open file and its root attributes; UserFacingError naming the file when it is not a store or index."""
     path = Path(path)
     if path.is_dir():
-        raise UserFacingError(f"{path} is a directory, not a latent store (expected latents/shard-NNNNNN.h5 or latents/index.h5)")
+        raise UserFacingError(
+            f"{path} is a directory, not a latent store (expected latents/shard-NNNNNN.h5 or latents/index.h5)"
+        )
     if not path.is_file():
         raise UserFacingError(f"{path}: no such file")
     try:

@@ -10,20 +10,34 @@ index, that every store it lists still has the identity recorded when the index 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
 
 from pipeline.errors import UserFacingError
-from pipeline.layout import Layout
 from pipeline.latents.store import (
-    CHUNK_FRAMES, DIGEST_ATTRIBUTE, INDEX_FIELDS, INDEX_FORMAT, ROOT_ATTRIBUTES, SHARD_ATTRIBUTES, VERSION,
-    ContentDigest, RunningStats, combined_digest, data_name, dataset_digests, open_store, read_attributes, read_index,
+    CHUNK_FRAMES,
+    DIGEST_ATTRIBUTE,
+    INDEX_FIELDS,
+    INDEX_FORMAT,
+    ROOT_ATTRIBUTES,
+    SHARD_ATTRIBUTES,
+    VERSION,
+    ContentDigest,
+    RunningStats,
+    combined_digest,
+    data_name,
+    dataset_digests,
+    open_store,
+    read_attributes,
+    read_index,
     recompute_digest,
-)  # fmt: skip
+)
+from pipeline.layout import Layout
 from pipeline.utils.atomic import sha256_file
 
 BLOCK_ROWS = 65536
@@ -124,8 +138,10 @@ def _check_offsets(offsets: np.ndarray, lengths: np.ndarray, store: Store) -> It
     expected = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lengths) else lengths
     if not np.array_equal(offsets, expected):
         row = int(np.argmax(offsets != expected))
-        yield (f"/index/offset not contiguous from 0: item {row} ({store.index['key'][row]!r}) starts at "
-               f"{int(offsets[row])}, expected {int(expected[row])}")  # fmt: skip
+        yield (
+            f"/index/offset not contiguous from 0: item {row} ({store.index['key'][row]!r}) starts at "
+            f"{int(offsets[row])}, expected {int(expected[row])}"
+        )
     total, frames, name = int(lengths.sum()), store.attributes.get("frames"), data_name(store.attributes)
     rows = store.file[name].shape[0] if name in store.file else None
     if not total == rows == frames:
@@ -144,7 +160,9 @@ def _check_data(store: Store) -> Iterator[str]:
         return
     if name == "codes":
         size = store.attributes.get("codebook_size")
-        yield from _report_scan(store, dataset, lambda block: (block < 0) | (block >= size), f"code(s) outside [0, {size})")
+        yield from _report_scan(
+            store, dataset, lambda block: (block < 0) | (block >= size), f"code(s) outside [0, {size})"
+        )
         return
     yield from _report_scan(store, dataset, lambda block: ~np.isfinite(block), "NaN/Inf value(s)", with_stats=True)
     if "latents_scale" in store.file:
@@ -154,14 +172,17 @@ def _check_data(store: Store) -> Iterator[str]:
         yield from _report_scan(store, scale, lambda block: ~np.isfinite(block), "NaN/Inf value(s)")
 
 
-def _report_scan(store: Store, dataset: h5py.Dataset, is_bad: Callable[[np.ndarray], np.ndarray], what: str,
-                 with_stats: bool = False) -> Iterator[str]:  # fmt: skip
+def _report_scan(
+    store: Store, dataset: h5py.Dataset, is_bad: Callable[[np.ndarray], np.ndarray], what: str, with_stats: bool = False
+) -> Iterator[str]:
     scan = _scan(dataset, is_bad, with_stats)
     store.scans[dataset.name] = scan
     if scan.unreadable:
         first, end, error = scan.unreadable[0]
-        yield (f"{dataset.name}: {len(scan.unreadable)} chunk(s) fail to read (HDF5 chunk checksum or damaged file), "
-               f"first rows {first}-{end - 1} (item {store.item_at(first)!r}): {error}")  # fmt: skip
+        yield (
+            f"{dataset.name}: {len(scan.unreadable)} chunk(s) fail to read (HDF5 chunk checksum or damaged file), "
+            f"first rows {first}-{end - 1} (item {store.item_at(first)!r}): {error}"
+        )
     if scan.bad:
         yield f"{dataset.name}: {scan.bad} {what}, first at row {scan.first_bad} (item {store.item_at(scan.first_bad)!r})"
 
@@ -175,7 +196,9 @@ def _scan(dataset: h5py.Dataset, is_bad: Callable[[np.ndarray], np.ndarray], wit
             bad = is_bad(block)
             if bad.any():
                 scan.bad += int(bad.sum())
-                scan.first_bad = scan.first_bad if scan.first_bad is not None else first + int(np.argmax(bad.any(axis=1)))
+                scan.first_bad = (
+                    scan.first_bad if scan.first_bad is not None else first + int(np.argmax(bad.any(axis=1)))
+                )
             if with_stats:
                 scan.stats.add(block)
     return scan
@@ -207,8 +230,10 @@ def _check_digests(store: Store) -> Iterator[str]:
             continue  # reported by the data check
         now = scan.digest.hexdigest() if scan is not None else recompute_digest(store.file[name], BLOCK_ROWS)
         if now != digest:
-            yield (f"{name}: content differs from its recorded sha256 (the values were changed after the store was "
-                   f"written): rebuild it")  # fmt: skip
+            yield (
+                f"{name}: content differs from its recorded sha256 (the values were changed after the store was "
+                f"written): rebuild it"
+            )
     if store.attributes.get("content_sha256") != combined_digest(recorded):
         yield "content_sha256 does not match the datasets' digests (a dataset was added, removed or re-hashed)"
 
@@ -252,8 +277,10 @@ def _check_recomputed_stats(store: Store, group: h5py.Group) -> Iterator[str]:
         stored = group[name][()]
         if stored.shape != recomputed.shape or not np.allclose(stored, recomputed, rtol=STATS_RTOL, atol=STATS_ATOL):
             channel = int(np.argmax(np.abs(stored - recomputed))) if stored.shape == recomputed.shape else 0
-            yield (f"/stats/{name} differs from the statistics of /latents (channel {channel}: stored "
-                   f"{stored.flat[channel]:.6g}, recomputed {recomputed.flat[channel]:.6g})")  # fmt: skip
+            yield (
+                f"/stats/{name} differs from the statistics of /latents (channel {channel}: stored "
+                f"{stored.flat[channel]:.6g}, recomputed {recomputed.flat[channel]:.6g})"
+            )
 
 
 def _check_source(store: Store) -> Iterator[str]:
@@ -294,14 +321,19 @@ def _check_identities(store: Store, present: list[str]) -> Iterator[str]:
             continue
         recorded = {column: _plain_value(group[column][row]) for column in IDENTITY}
         now = read_attributes(store.path.parent / name)
-        changed = [f"{column}: recorded {recorded[column]}, now {now.get(column)}"
-                   for column in IDENTITY if now.get(column) != recorded[column]]  # fmt: skip
+        changed = [
+            f"{column}: recorded {recorded[column]}, now {now.get(column)}"
+            for column in IDENTITY
+            if now.get(column) != recorded[column]
+        ]
         if changed:
             yield f"{name} changed since the index was built ({'; '.join(changed)}): re-run index"
 
 
 def _plain_value(value: Any) -> Any:
-    return value.decode("utf-8") if isinstance(value, bytes) else value.item() if isinstance(value, np.generic) else value
+    return (
+        value.decode("utf-8") if isinstance(value, bytes) else value.item() if isinstance(value, np.generic) else value
+    )
 
 
 def _check_expected(store: Store) -> Iterator[str]:
@@ -314,8 +346,11 @@ def _check_expected(store: Store) -> Iterator[str]:
     if store.is_index and "shards" in store.file:
         group = store.file["shards"]
         for name in (column for column in EXPECTED if column in store.expected and column in group):
-            foreign = [shard for shard, value in zip(group["name"].asstr()[()], group[name].asstr()[()])
-                       if value != store.expected[name]]  # fmt: skip
+            foreign = [
+                shard
+                for shard, value in zip(group["name"].asstr()[()], group[name].asstr()[()])
+                if value != store.expected[name]
+            ]
             if foreign:
                 yield f"{len(foreign)} store(s) recorded with another {name}, first {foreign[0]}: re-run pre-encode and index"
 
@@ -336,6 +371,12 @@ def _check_virtual(store: Store, dataset: h5py.Dataset) -> Iterator[str]:
 
 
 CHECKS: tuple[Check, ...] = (
-    _check_attributes, _check_index, _check_data, _check_digests, _check_stats, _check_source, _check_shards,
+    _check_attributes,
+    _check_index,
+    _check_data,
+    _check_digests,
+    _check_stats,
+    _check_source,
+    _check_shards,
     _check_expected,
-)  # fmt: skip
+)

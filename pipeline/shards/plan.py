@@ -99,15 +99,23 @@ def _walk(audio_dir: Path, listing: Listing) -> list[str]:
             dirnames[:] = []
             continue
         if (stat_result.st_dev, stat_result.st_ino) in seen_dirs:
-            listing.ignored.append({"relpath": _relative(audio_dir, root),
-                                    "reason": "directory already listed: a symbolic link leads to it again (symlink loop or second link)"})  # fmt: skip
+            listing.ignored.append(
+                {
+                    "relpath": _relative(audio_dir, root),
+                    "reason": "directory already listed: a symbolic link leads to it again (symlink loop or second link)",
+                }
+            )
             dirnames[:] = []
             continue
         seen_dirs.add((stat_result.st_dev, stat_result.st_ino))
         for name in sorted(dirnames):
             if name.startswith("."):
-                listing.ignored.append({"relpath": _relative(audio_dir, os.path.join(root, name)),
-                                        "reason": "hidden directory (not listed)"})  # fmt: skip
+                listing.ignored.append(
+                    {
+                        "relpath": _relative(audio_dir, os.path.join(root, name)),
+                        "reason": "hidden directory (not listed)",
+                    }
+                )
         dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
         candidates.extend(_relative(audio_dir, os.path.join(root, name)) for name in filenames)
     return candidates
@@ -175,8 +183,10 @@ def segments_of(seconds: float, experiment: Experiment) -> tuple[list[tuple[floa
     hop = limit - data.segment_overlap_seconds
     count = _segment_count(seconds, limit, hop)
     if count > MAX_SEGMENTS_PER_SOURCE:
-        return [], (f"too many segments: {seconds:.3f} s cut every {hop:.6g} s would make {count:.3g} items "
-                    f"(at most {MAX_SEGMENTS_PER_SOURCE} per file; raise data.max_item_seconds)")  # fmt: skip
+        return [], (
+            f"too many segments: {seconds:.3f} s cut every {hop:.6g} s would make {count:.3g} items "
+            f"(at most {MAX_SEGMENTS_PER_SOURCE} per file; raise data.max_item_seconds)"
+        )
     segments = []
     start = 0.0
     for _ in range(count + 1):  # bounded however the float steps round
@@ -263,12 +273,23 @@ def build_plan(experiment: Experiment) -> Plan:
         except AudioRejected as rejection:
             rejected.append(_plan_reject(relpath, str(rejection)))
             continue
-        files.append(SourceFile(relpath=relpath, size=size, **asdict(header), seconds=header.seconds,
-                                sidecars=sidecars.of(relpath)))  # fmt: skip
+        files.append(
+            SourceFile(
+                relpath=relpath, size=size, **asdict(header), seconds=header.seconds, sidecars=sidecars.of(relpath)
+            )
+        )
         for segment, (start, length) in enumerate(segments):
-            items.append(PlanItem(key=item_key(relpath, segment), relpath=relpath, segment=segment,
-                                  segments=len(segments), seconds_start=start, seconds=length,
-                                  seconds_total=header.seconds))  # fmt: skip
+            items.append(
+                PlanItem(
+                    key=item_key(relpath, segment),
+                    relpath=relpath,
+                    segment=segment,
+                    segments=len(segments),
+                    seconds_start=start,
+                    seconds=length,
+                    seconds_total=header.seconds,
+                )
+            )
             sizes.append(math.ceil(length * rate))
     ignored = sorted(listing.ignored + sidecars.ignored(), key=lambda entry: entry["relpath"])
     rejected = sorted(rejected + sidecars.rejected(), key=lambda entry: entry["relpath"])
@@ -278,9 +299,16 @@ def build_plan(experiment: Experiment) -> Plan:
     shards = []
     for index, group in enumerate(assign_shards(sizes, budget.max_items, budget.max_bytes)):
         shard_items = tuple(items[i] for i in group)
-        shards.append(ShardEntry(index=index, name=shard_name(index), items=shard_items,
-                                 seconds=sum(item.seconds for item in shard_items), pcm_bytes=sum(sizes[i] for i in group),
-                                 digest=shard_digest(shard_items, files_by_relpath)))  # fmt: skip
+        shards.append(
+            ShardEntry(
+                index=index,
+                name=shard_name(index),
+                items=shard_items,
+                seconds=sum(item.seconds for item in shard_items),
+                pcm_bytes=sum(sizes[i] for i in group),
+                digest=shard_digest(shard_items, files_by_relpath),
+            )
+        )
     return Plan(
         format=PLAN_FORMAT,
         version=PLAN_VERSION,
@@ -343,8 +371,11 @@ class SidecarChecks:
         return entries
 
     def rejected(self) -> list[dict[str, str]]:
-        return [_plan_reject(relpath, f"metadata sidecar not used: {self.checked[relpath]['error']}")
-                for relpath in self._all() if "error" in self.checked.get(relpath, {})]  # fmt: skip
+        return [
+            _plan_reject(relpath, f"metadata sidecar not used: {self.checked[relpath]['error']}")
+            for relpath in self._all()
+            if "error" in self.checked.get(relpath, {})
+        ]
 
 
 def _check_unique_keys(items: list[PlanItem]) -> None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -37,7 +38,9 @@ def shard_tars(experiment: Experiment) -> list[Path]:
     tars = [layout.shard_tar(index) for index in load_plan(experiment).indices]
     missing = [str(path) for path in tars if not path.is_file()]
     if missing:
-        raise UserFacingError(f"{len(missing)} planned shard(s) are missing, run the shard stage: {', '.join(missing[:5])}")
+        raise UserFacingError(
+            f"{len(missing)} planned shard(s) are missing, run the shard stage: {', '.join(missing[:5])}"
+        )
     if not tars:
         raise UserFacingError(f"the plan of experiment '{experiment.name}' has no shards (is audio_dir empty?)")
     return tars
@@ -108,7 +111,9 @@ class Split:
         if rank is None or world_size is None:
             distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
             rank = rank if rank is not None else (torch.distributed.get_rank() if distributed else 0)
-            world_size = world_size if world_size is not None else (torch.distributed.get_world_size() if distributed else 1)
+            world_size = (
+                world_size if world_size is not None else (torch.distributed.get_world_size() if distributed else 1)
+            )
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
         worker = torch.utils.data.get_worker_info()
@@ -133,8 +138,13 @@ class Split:
 class SplitItems(torch.utils.data.IterableDataset):
     """One pass over the tars' items, split across DataLoader workers and DDP ranks before decoding."""
 
-    def __init__(self, tars: Sequence[Path], rank: int | None = None, world_size: int | None = None,
-                 exclude: frozenset[str] = frozenset()):  # fmt: skip
+    def __init__(
+        self,
+        tars: Sequence[Path],
+        rank: int | None = None,
+        world_size: int | None = None,
+        exclude: frozenset[str] = frozenset(),
+    ):
         super().__init__()
         self.tars = list(tars)
         self.rank, self.world_size = rank, world_size
@@ -151,8 +161,16 @@ class RandomCrops(torch.utils.data.IterableDataset):
     DataLoader workers of every DDP rank by key before decoding (`Split`): each item is decoded once
     per pass, by one reader. `exclude` keys (held-out items) are never read."""
 
-    def __init__(self, tars: Sequence[Path], crop_samples: int, seed: int, exclude: frozenset[str] = frozenset(),
-                 shuffle_buffer: int = 64, rank: int | None = None, world_size: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        tars: Sequence[Path],
+        crop_samples: int,
+        seed: int,
+        exclude: frozenset[str] = frozenset(),
+        shuffle_buffer: int = 64,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
         super().__init__()
         self.tars = list(tars)
         self.crop_samples = crop_samples
@@ -175,7 +193,11 @@ class RandomCrops(torch.utils.data.IterableDataset):
             if yielded == 0:
                 raise UserFacingError(
                     f"no training items left in {len(self.tars)} shard(s) after holding out {len(self.exclude)}"
-                    + (f" (reader {split.part} of {split.parts}: DataLoader workers x DDP ranks)" if split.parts > 1 else "")
+                    + (
+                        f" (reader {split.part} of {split.parts}: DataLoader workers x DDP ranks)"
+                        if split.parts > 1
+                        else ""
+                    )
                 )
 
     def _shuffled(self, items: Iterator[ShardItem], rng: np.random.Generator) -> Iterator[ShardItem]:

@@ -20,8 +20,11 @@ JsonObject = dict[str, Any]
 def _flat(cls, data: Mapping[str, Any]):
     """A record of only scalar fields; a missing or unknown field is a ValueError naming it."""
     names = {field.name for field in dataclasses.fields(cls)}
-    required = {field.name for field in dataclasses.fields(cls)
-                if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING}  # fmt: skip
+    required = {
+        field.name
+        for field in dataclasses.fields(cls)
+        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+    }
     unknown, missing = set(data) - names, required - set(data)
     if unknown or missing:
         raise ValueError(f"{cls.__name__}: missing {sorted(missing)}, unknown {sorted(unknown)}")
@@ -160,15 +163,18 @@ class Plan:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Plan:
-        return _flat(cls, {
-            **data,
-            "budget": Budget.from_json(data.get("budget", {})),
-            "totals": Totals.from_json(data.get("totals", {})),
-            "files": tuple(SourceFile.from_json(entry) for entry in data.get("files", ())),
-            "shards": tuple(ShardEntry.from_json(entry) for entry in data.get("shards", ())),
-            "ignored": tuple(data.get("ignored", ())),
-            "rejected": tuple(data.get("rejected", ())),
-        })  # fmt: skip
+        return _flat(
+            cls,
+            {
+                **data,
+                "budget": Budget.from_json(data.get("budget", {})),
+                "totals": Totals.from_json(data.get("totals", {})),
+                "files": tuple(SourceFile.from_json(entry) for entry in data.get("files", ())),
+                "shards": tuple(ShardEntry.from_json(entry) for entry in data.get("shards", ())),
+                "ignored": tuple(data.get("ignored", ())),
+                "rejected": tuple(data.get("rejected", ())),
+            },
+        )
 
 
 @dataclass(frozen=True)
@@ -240,8 +246,11 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Manifest:
-        return _flat(cls, {
-            **data,
-            "items": tuple(ManifestItem.from_json(item) for item in data.get("items", ())),
-            "rejected": tuple(data.get("rejected", ())),
-        })  # fmt: skip
+        return _flat(
+            cls,
+            {
+                **data,
+                "items": tuple(ManifestItem.from_json(item) for item in data.get("items", ())),
+                "rejected": tuple(data.get("rejected", ())),
+            },
+        )

@@ -8,9 +8,10 @@ import itertools
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from tqdm import tqdm
 
@@ -25,7 +26,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def write_all_shards(experiment: Experiment, workers: int = 1, force: bool = False, progress: bool = True) -> "Summary":
+def write_all_shards(experiment: Experiment, workers: int = 1, force: bool = False, progress: bool = True) -> Summary:
     """Write every shard that is not up to date, then the rejects ledger and summary.
 
     With workers > 1, source files (not whole shards) are encoded in worker processes, a bounded
@@ -37,7 +38,9 @@ def write_all_shards(experiment: Experiment, workers: int = 1, force: bool = Fal
     started = time.perf_counter()
     audio_seconds = 0.0
     with contextlib.ExitStack() as stack:
-        bar = stack.enter_context(tqdm(total=len(pending), unit="shard", disable=not progress, file=sys.stderr, desc="shards"))
+        bar = stack.enter_context(
+            tqdm(total=len(pending), unit="shard", disable=not progress, file=sys.stderr, desc="shards")
+        )
         if workers > 1 and pending:
             pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers))
             every_task = [task for shard in pending for task in tasks[shard.index]]
@@ -83,11 +86,15 @@ class Summary:
     wall_seconds: float = 0.0
 
     def line(self) -> str:
-        text = (f"{self.files} files, {self.items} items, {self.seconds / 3600:.2f} h of audio in {self.shards} shards; "
-                f"{self.rejected} rejected, {self.ignored} ignored")  # fmt: skip
+        text = (
+            f"{self.files} files, {self.items} items, {self.seconds / 3600:.2f} h of audio in {self.shards} shards; "
+            f"{self.rejected} rejected, {self.ignored} ignored"
+        )
         if self.written and self.wall_seconds > 0:
-            text += (f"; wrote {self.written} shards in {self.wall_seconds:.1f} s "
-                     f"({self.written_seconds / self.wall_seconds:.1f} audio-s/s)")  # fmt: skip
+            text += (
+                f"; wrote {self.written} shards in {self.wall_seconds:.1f} s "
+                f"({self.written_seconds / self.wall_seconds:.1f} audio-s/s)"
+            )
         if self.missing_shards:
             text += f"; NOT YET WRITTEN: shards {self.missing_shards}"
         return text
@@ -123,10 +130,18 @@ def summarise(experiment: Experiment, plan: Plan | None = None) -> Summary:
         shards=len(plan.shards),
         missing_shards=missing,
     )
-    write_json_atomic(layout.shard_summary, {
-        "files": summary.files, "items": summary.items, "seconds": summary.seconds, "rejected": summary.rejected,
-        "ignored": summary.ignored, "shards": summary.shards, "missing_shards": missing,
-    })  # fmt: skip
+    write_json_atomic(
+        layout.shard_summary,
+        {
+            "files": summary.files,
+            "items": summary.items,
+            "seconds": summary.seconds,
+            "rejected": summary.rejected,
+            "ignored": summary.ignored,
+            "shards": summary.shards,
+            "missing_shards": missing,
+        },
+    )
     return summary
 
 

@@ -23,7 +23,7 @@ _JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", int: "number",
 
 
 def sidecar_kind(relpath: str) -> str | None:
-    """"json" / "txt" for a sidecar file name (extension compared case-insensitively), else None."""
+    """ "json" / "txt" for a sidecar file name (extension compared case-insensitively), else None."""
     suffix = PurePosixPath(relpath).suffix.lower()
     return suffix.lstrip(".") if suffix in SIDECAR_SUFFIXES else None
 

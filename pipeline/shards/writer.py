@@ -9,15 +9,16 @@ from __future__ import annotations
 import io
 import itertools
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pipeline.audio.convert import AudioRejected, prepare
 from pipeline.config.experiment import Experiment
-from pipeline.config.sections import DataConfig
 from pipeline.config.hashing import stage_hash
 from pipeline.config.registry import build
+from pipeline.config.sections import DataConfig
 from pipeline.errors import UserFacingError
 from pipeline.layout import layout_of
 from pipeline.shards.plan import load_manifest, write_manifest
@@ -157,8 +158,14 @@ def encode_source(task: SourceTask) -> EncodedSource:
         start = round(item.seconds_start * data.sample_rate)
         segment = audio[start : start + round(item.seconds * data.sample_rate)]
         if len(segment) < max(1, round(data.min_item_seconds * data.sample_rate)):
-            rejected.append({"relpath": relpath, "stage": "shard", "segment": item.segment,
-                             "reason": f"too short after decoding: {len(segment)} frames at {data.sample_rate} Hz"})  # fmt: skip
+            rejected.append(
+                {
+                    "relpath": relpath,
+                    "stage": "shard",
+                    "segment": item.segment,
+                    "reason": f"too short after decoding: {len(segment)} frames at {data.sample_rate} Hz",
+                }
+            )
             continue
         entry = ManifestItem(
             key=item.key,
@@ -191,6 +198,9 @@ def _sidecar_metadata(audio_dir: Path, source: SourceFile) -> tuple[dict[str, An
     metadata, problems = load_sidecars(audio_dir, source.sidecars)
     error = "; ".join(f"{relpath}: {reason}" for relpath, reason in problems) or None
     known = {entry["relpath"] for entry in source.sidecars.values() if "error" in entry}
-    rejected = [{"relpath": relpath, "stage": "shard", "reason": f"metadata sidecar not used: {reason}"}
-                for relpath, reason in problems if relpath not in known]  # fmt: skip
+    rejected = [
+        {"relpath": relpath, "stage": "shard", "reason": f"metadata sidecar not used: {reason}"}
+        for relpath, reason in problems
+        if relpath not in known
+    ]
     return metadata, error, rejected

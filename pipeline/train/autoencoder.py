@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,8 +35,8 @@ from pipeline.errors import UserFacingError
 from pipeline.layout import RunFiles, layout_of
 from pipeline.models.autoencoder.checkpoints import NonFiniteWeights, check_finite_weights, save_autoencoder
 from pipeline.models.autoencoder.model import Autoencoder
-from pipeline.shards.reader import RandomCrops, fixed_crop, read_items, shard_tars
 from pipeline.shards.plan import load_manifest, load_plan
+from pipeline.shards.reader import RandomCrops, fixed_crop, read_items, shard_tars
 from pipeline.train.losses import ReconstructionLoss
 from pipeline.utils.atomic import atomic_path, remove_stale_temps, write_json_atomic
 from pipeline.utils.devices import pick_device
@@ -82,10 +83,18 @@ def train_autoencoder(experiment: Experiment, progress: bool = True, max_steps: 
     device = pick_device(training.device)
     torch.manual_seed(experiment.seed)
     model = Autoencoder(experiment.autoencoder.model, rate).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=training.learning_rate, betas=training.betas,
-                                  weight_decay=training.weight_decay)  # fmt: skip
-    criterion = ReconstructionLoss(rate, crop_samples, training.l1_weight, training.stft_weight, training.stft_fft_sizes,
-                                   training.mel_weight, training.n_mels).to(device)  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=training.learning_rate, betas=training.betas, weight_decay=training.weight_decay
+    )
+    criterion = ReconstructionLoss(
+        rate,
+        crop_samples,
+        training.l1_weight,
+        training.stft_weight,
+        training.stft_fft_sizes,
+        training.mel_weight,
+        training.n_mels,
+    ).to(device)
     step, first_eval = _resume(experiment, model, optimizer)
     tars = shard_tars(experiment)
     holdout_keys = held_out_keys(experiment, training.holdout_items)
@@ -103,7 +112,9 @@ def train_autoencoder(experiment: Experiment, progress: bool = True, max_steps: 
     stop = training.steps if max_steps is None else min(training.steps, max_steps)
     batches = _batches(tars, crop_samples, experiment.seed, step, holdout_keys, training)
     eval_loss = first_eval
-    bar = tqdm(total=stop, initial=step, desc="train-autoencoder", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=stop, initial=step, desc="train-autoencoder", unit="step", disable=not progress, dynamic_ncols=True
+    )
     started = time.monotonic()
     model.train()
     while step < stop:
@@ -123,8 +134,16 @@ def train_autoencoder(experiment: Experiment, progress: bool = True, max_steps: 
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}")
         if step % training.log_every == 0 or step == stop:
-            _log(experiment, {"step": step, "loss": loss_value, **parts, **_bottleneck_parts(info),
-                              "seconds": round(time.monotonic() - started, 3)})  # fmt: skip
+            _log(
+                experiment,
+                {
+                    "step": step,
+                    "loss": loss_value,
+                    **parts,
+                    **_bottleneck_parts(info),
+                    "seconds": round(time.monotonic() - started, 3),
+                },
+            )
         if step % training.eval_every == 0 or step == training.steps:
             eval_loss = evaluate()
             if not np.isfinite(eval_loss):
@@ -170,8 +189,9 @@ def holdout_batch(tars: list[Path], keys: frozenset[str], crop_samples: int) -> 
 
 
 @torch.no_grad()
-def _evaluate(model: Autoencoder, criterion: ReconstructionLoss, audio: torch.Tensor, batch_size: int,
-              device: torch.device) -> float:  # fmt: skip
+def _evaluate(
+    model: Autoencoder, criterion: ReconstructionLoss, audio: torch.Tensor, batch_size: int, device: torch.device
+) -> float:
     """Mean reconstruction loss of the deterministic (mean-latent) pass over the held-out crops."""
     was_training = model.training
     model.eval()
@@ -198,12 +218,22 @@ def _bottleneck_parts(info: dict[str, Any]) -> dict[str, float]:
     return {name: float(info[name].detach()) for name in ("kl", "commitment_loss") if name in info}
 
 
-def _batches(tars: list[Path], crop_samples: int, seed: int, step: int, exclude: frozenset[str],
-             training: AutoencoderTrainingConfig) -> Iterator[torch.Tensor]:  # fmt: skip
+def _batches(
+    tars: list[Path],
+    crop_samples: int,
+    seed: int,
+    step: int,
+    exclude: frozenset[str],
+    training: AutoencoderTrainingConfig,
+) -> Iterator[torch.Tensor]:
     """Endless training batches; a resumed run draws a fresh (still seeded) order from its start step."""
     crops = RandomCrops(tars, crop_samples, seed=seed * 1_000_003 + step, exclude=exclude)
-    loader = torch.utils.data.DataLoader(crops, batch_size=training.batch_size, num_workers=training.num_workers,
-                                         persistent_workers=training.num_workers > 0)  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        crops,
+        batch_size=training.batch_size,
+        num_workers=training.num_workers,
+        persistent_workers=training.num_workers > 0,
+    )
     return iter(loader)
 
 
@@ -235,16 +265,24 @@ def _start_run(experiment: Experiment) -> None:
     kept = f"; other runs kept in {runs}: {', '.join(others)}" if others else ""
     print(f"train-autoencoder: starting run {run_hash(experiment)}{kept}")
     assert experiment.autoencoder is not None
-    write_json_atomic(run_files(experiment).description, {
-        "run_hash": run_hash(experiment), "autoencoder": experiment.autoencoder.model_dump(mode="json"),
-        "seed": experiment.seed, "shard_stage_hash": stage_hash(experiment, "shard"),
-    })  # fmt: skip
+    write_json_atomic(
+        run_files(experiment).description,
+        {
+            "run_hash": run_hash(experiment),
+            "autoencoder": experiment.autoencoder.model_dump(mode="json"),
+            "seed": experiment.seed,
+            "shard_stage_hash": stage_hash(experiment, "shard"),
+        },
+    )
 
 
 def _diverged(experiment: Experiment, step: int, what: str) -> None:
     path = run_files(experiment).checkpoint
-    kept = (f"the last good checkpoint (step {torch.load(path, weights_only=True)['step']}) is kept at {path}"
-            if path.is_file() else "no checkpoint was written yet")  # fmt: skip
+    kept = (
+        f"the last good checkpoint (step {torch.load(path, weights_only=True)['step']}) is kept at {path}"
+        if path.is_file()
+        else "no checkpoint was written yet"
+    )
     _log(experiment, {"step": step, "error": f"diverged: {what}"})
     raise TrainingDiverged(
         f"train-autoencoder: {what} at step {step}: training diverged and stops; {kept}, no weights are exported. "
@@ -252,8 +290,9 @@ def _diverged(experiment: Experiment, step: int, what: str) -> None:
     )
 
 
-def _save_checkpoint(experiment: Experiment, model: Autoencoder, optimizer: torch.optim.Optimizer, step: int,
-                     first_eval: float | None) -> None:  # fmt: skip
+def _save_checkpoint(
+    experiment: Experiment, model: Autoencoder, optimizer: torch.optim.Optimizer, step: int, first_eval: float | None
+) -> None:
     try:
         check_finite_weights(model.state_dict(), "the model")
     except NonFiniteWeights as error:

@@ -39,15 +39,25 @@ class MelLoss(nn.Module):
 class ReconstructionLoss(nn.Module):
     """Weighted L1 + multi-resolution STFT + log-mel; FFT sizes longer than the crop are left out."""
 
-    def __init__(self, sample_rate: int, crop_samples: int, l1_weight: float, stft_weight: float,
-                 fft_sizes: tuple[int, ...], mel_weight: float, n_mels: int):  # fmt: skip
+    def __init__(
+        self,
+        sample_rate: int,
+        crop_samples: int,
+        l1_weight: float,
+        stft_weight: float,
+        fft_sizes: tuple[int, ...],
+        mel_weight: float,
+        n_mels: int,
+    ):
         super().__init__()
         usable = tuple(size for size in fft_sizes if size <= crop_samples) or (min(fft_sizes),)
         self.weights = {"l1": l1_weight, "stft": stft_weight, "mel": mel_weight}
-        self.terms = nn.ModuleDict({
-            "stft": MultiResolutionSTFTLoss(usable),
-            "mel": MelLoss(sample_rate, max(usable), n_mels),
-        })  # fmt: skip
+        self.terms = nn.ModuleDict(
+            {
+                "stft": MultiResolutionSTFTLoss(usable),
+                "mel": MelLoss(sample_rate, max(usable), n_mels),
+            }
+        )
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         parts = {"l1": (output - target).abs().mean()}

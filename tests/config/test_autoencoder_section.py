@@ -47,7 +47,9 @@ def _problems(write_yaml, minimal, section, data=None) -> dict[str, str]:
 
 
 def test_valid_section_and_derived_values(write_yaml, minimal):
-    experiment = load_experiment(write_yaml("exp.yaml", {**minimal, "data": {"channels": 2}, "autoencoder": _section()}))
+    experiment = load_experiment(
+        write_yaml("exp.yaml", {**minimal, "data": {"channels": 2}, "autoencoder": _section()})
+    )
     model = experiment.autoencoder.model
     assert model.downsampling_ratio == 8 and model.latent_dim == 4
 
@@ -59,15 +61,35 @@ def test_valid_section_and_derived_values(write_yaml, minimal):
         ({"model__decoder__out_channels": 1}, None, "autoencoder.model.decoder.out_channels", "data.channels (2)"),
         ({}, {"channels": 1}, "autoencoder.model.encoder.in_channels", "data.channels (1)"),
         ({"model__encoder__latent_dim": 4}, None, "autoencoder.model.encoder.latent_dim", "2 x decoder.latent_dim"),
-        ({"model__bottleneck": {"type": "tanh"}}, None, "autoencoder.model.encoder.latent_dim", "must be decoder.latent_dim = 4"),
-        ({"model__decoder__strides": [4, 4]}, None, "autoencoder.model.decoder.strides", "downsample by 16 but the encoder's by 8"),
+        (
+            {"model__bottleneck": {"type": "tanh"}},
+            None,
+            "autoencoder.model.encoder.latent_dim",
+            "must be decoder.latent_dim = 4",
+        ),
+        (
+            {"model__decoder__strides": [4, 4]},
+            None,
+            "autoencoder.model.decoder.strides",
+            "downsample by 16 but the encoder's by 8",
+        ),
         ({"sample_rate": 48000}, None, "autoencoder.sample_rate", "data.sample_rate (44100)"),
         ({"training": None}, None, "autoencoder.training", "required when autoencoder.checkpoint is not set"),
         ({"checkpoint_prefix": "model."}, None, "autoencoder.checkpoint_prefix", "checkpoint is not"),
-        ({"training__crop_seconds": 0.0001}, None, "autoencoder.training.crop_seconds", "shorter than one latent frame"),
+        (
+            {"training__crop_seconds": 0.0001},
+            None,
+            "autoencoder.training.crop_seconds",
+            "shorter than one latent frame",
+        ),
         ({"training__kl_weight": None}, None, "autoencoder.training.kl_weight", "required"),
         ({"training__stft_fft_sizes": [1000]}, None, "autoencoder.training.stft_fft_sizes", "powers of two"),
-        ({"model__bottleneck": {"type": "rvq", "levels": [3]}}, None, "autoencoder.model.bottleneck.levels", "unknown key; allowed here: type, num_quantizers"),
+        (
+            {"model__bottleneck": {"type": "rvq", "levels": [3]}},
+            None,
+            "autoencoder.model.bottleneck.levels",
+            "unknown key; allowed here: type, num_quantizers",
+        ),
     ],
 )
 def test_cross_field_problems_name_their_field(write_yaml, minimal, changes, data, path, fragment):
@@ -80,8 +102,11 @@ def test_cross_field_problems_name_their_field(write_yaml, minimal, changes, dat
 def test_several_cross_field_problems_reported_together(write_yaml, minimal):
     section = _section(model__encoder__in_channels=1, model__decoder__out_channels=1, sample_rate=22050)
     problems = _problems(write_yaml, minimal, section)
-    assert {"autoencoder.model.encoder.in_channels", "autoencoder.model.decoder.out_channels",
-            "autoencoder.sample_rate"} <= set(problems)  # fmt: skip
+    assert {
+        "autoencoder.model.encoder.in_channels",
+        "autoencoder.model.decoder.out_channels",
+        "autoencoder.sample_rate",
+    } <= set(problems)
 
 
 def test_import_sat_stable_audio_open_vae(write_yaml, tmp_path):
@@ -90,7 +115,9 @@ def test_import_sat_stable_audio_open_vae(write_yaml, tmp_path):
     assert sections["autoencoder"]["training"]["kl_weight"] == 1e-4
     assert any("discriminator" in note for note in notes)
     imported = write_yaml("sao_vae.yaml", sections)
-    experiment = load_experiment(write_yaml("exp.yaml", {"extends": str(imported), "name": "sao", "paths": {"audio_dir": "a"}}))
+    experiment = load_experiment(
+        write_yaml("exp.yaml", {"extends": str(imported), "name": "sao", "paths": {"audio_dir": "a"}})
+    )
     model = Autoencoder(experiment.autoencoder.model, experiment.data.sample_rate)
     # stable-audio-tools reports 156,112,514 parameters for this config (encoder + decoder; the VAE
     # bottleneck has none); its downsampling_ratio / latent_dim / io_channels are derived here, not copied.
@@ -99,7 +126,9 @@ def test_import_sat_stable_audio_open_vae(write_yaml, tmp_path):
 
 
 def test_import_sat_pretransform_of_a_diffusion_config(write_yaml):
-    sections, notes = import_sat_config(SAO_DIFFUSION, checkpoint="/models/sao_vae.ckpt", checkpoint_prefix="pretransform.model.")
+    sections, notes = import_sat_config(
+        SAO_DIFFUSION, checkpoint="/models/sao_vae.ckpt", checkpoint_prefix="pretransform.model."
+    )
     assert sections["autoencoder"]["checkpoint"] == "/models/sao_vae.ckpt"
     assert "training" not in sections["autoencoder"] and notes == []
     experiment = load_experiment(write_yaml("exp.yaml", {"name": "x", "paths": {"audio_dir": "a"}, **sections}))
@@ -110,7 +139,10 @@ def test_import_sat_pretransform_of_a_diffusion_config(write_yaml):
 @pytest.mark.parametrize(
     "name, fragment",
     [
-        ("model_configs__autoencoders__dac_2048_32_vae.json", "encoder type 'dac' is not supported yet; supported encoder types: oobleck"),
+        (
+            "model_configs__autoencoders__dac_2048_32_vae.json",
+            "encoder type 'dac' is not supported yet; supported encoder types: oobleck",
+        ),
         ("model_configs__autoencoders__encodec_musicgen_rvq.json", "encoder type 'seanet'"),
         ("model_configs__dance_diffusion__dance_diffusion_base.json", "has no model.pretransform"),
     ],
@@ -138,16 +170,28 @@ def test_import_sat_checks_values_stable_audio_tools_repeats(tmp_path):
 
 def test_import_sat_cli(tmp_path):
     out = tmp_path / "sao.yaml"
-    result = subprocess.run([sys.executable, "-m", "pipeline", "import-sat", str(SAO_VAE), "-o", str(out)],
-                            capture_output=True, text=True, cwd=REPO_ROOT)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "import-sat", str(SAO_VAE), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
     assert result.returncode == 0, result.stderr
     text = out.read_text()
     assert text.startswith("# Imported from stable-audio-tools config")
     assert yaml.safe_load(text)["autoencoder"]["model"]["encoder"]["strides"] == [2, 4, 4, 8, 8]
     unsupported = subprocess.run(
-        [sys.executable, "-m", "pipeline", "import-sat", str(SAT_CONFIGS / "model_configs__autoencoders__dac_2048_32_vae.json")],
-        capture_output=True, text=True, cwd=REPO_ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "import-sat",
+            str(SAT_CONFIGS / "model_configs__autoencoders__dac_2048_32_vae.json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
     assert unsupported.returncode == 1 and "Traceback" not in unsupported.stderr
     assert "supported encoder types: oobleck" in unsupported.stderr
 

@@ -30,9 +30,16 @@ EXPERIMENT = {
 
 @pytest.mark.parametrize(
     "override",
-    ["data.sample_rate=22050", "data.channels=2", "data.shard.max_items=11", "data.codec={type: flac, bits: 24}",
-     "data.max_item_seconds=30", "data.extensions=[.wav]", "paths.audio_dir=other"],
-)  # fmt: skip
+    [
+        "data.sample_rate=22050",
+        "data.channels=2",
+        "data.shard.max_items=11",
+        "data.codec={type: flac, bits: 24}",
+        "data.max_item_seconds=30",
+        "data.extensions=[.wav]",
+        "paths.audio_dir=other",
+    ],
+)
 def test_changing_data_changes_every_hash(base, override):
     before, after = base(EXPERIMENT), base(EXPERIMENT, [override])
     assert set(before) == set(STAGE_INPUTS)
@@ -42,9 +49,14 @@ def test_changing_data_changes_every_hash(base, override):
 
 @pytest.mark.parametrize(
     "override",
-    ["resources.train.gpus=8", "resources.pre_encode.mem_mb=64000", "resources.shard.cpus=4",
-     "paths.work_dir=elsewhere", "name=renamed"],
-)  # fmt: skip
+    [
+        "resources.train.gpus=8",
+        "resources.pre_encode.mem_mb=64000",
+        "resources.shard.cpus=4",
+        "paths.work_dir=elsewhere",
+        "name=renamed",
+    ],
+)
 def test_resources_name_and_work_dir_change_no_hash(base, override):
     assert base(EXPERIMENT) == base(EXPERIMENT, [override])
 
@@ -95,8 +107,22 @@ WITH_AUTOENCODER = {
     **EXPERIMENT,
     "autoencoder": {
         "model": {
-            "encoder": {"type": "oobleck", "in_channels": 1, "channels": 4, "c_mults": [1], "strides": [2], "latent_dim": 4},
-            "decoder": {"type": "oobleck", "out_channels": 1, "channels": 4, "c_mults": [1], "strides": [2], "latent_dim": 2},
+            "encoder": {
+                "type": "oobleck",
+                "in_channels": 1,
+                "channels": 4,
+                "c_mults": [1],
+                "strides": [2],
+                "latent_dim": 4,
+            },
+            "decoder": {
+                "type": "oobleck",
+                "out_channels": 1,
+                "channels": 4,
+                "c_mults": [1],
+                "strides": [2],
+                "latent_dim": 2,
+            },
             "bottleneck": {"type": "vae"},
         },
         "training": {"kl_weight": 0.001},
@@ -106,19 +132,26 @@ WITH_AUTOENCODER = {
 
 @pytest.mark.parametrize(
     "override",
-    ["pre_encode.num_workers=1", "autoencoder.training.num_workers=2", "autoencoder.training.log_every=7",
-     "autoencoder.training.eval_every=9", "autoencoder.training.checkpoint_every=11"],
-)  # fmt: skip
+    [
+        "pre_encode.num_workers=1",
+        "autoencoder.training.num_workers=2",
+        "autoencoder.training.log_every=7",
+        "autoencoder.training.eval_every=9",
+        "autoencoder.training.checkpoint_every=11",
+    ],
+)
 def test_runtime_only_settings_change_no_hash(base, override):
     assert base(WITH_AUTOENCODER) == base(WITH_AUTOENCODER, [override])
 
 
 @pytest.mark.parametrize(
     "override, changed",
-    [("autoencoder.training.kl_weight=0.01", {"train_autoencoder", "pre_encode", "train", "sample"}),
-     ("pre_encode.batch_size=4", {"pre_encode", "train", "sample"}),
-     ("pre_encode.store_scale=true", {"pre_encode", "train", "sample"})],
-)  # fmt: skip
+    [
+        ("autoencoder.training.kl_weight=0.01", {"train_autoencoder", "pre_encode", "train", "sample"}),
+        ("pre_encode.batch_size=4", {"pre_encode", "train", "sample"}),
+        ("pre_encode.store_scale=true", {"pre_encode", "train", "sample"}),
+    ],
+)
 def test_autoencoder_and_pre_encode_settings_change_their_stages(base, override, changed):
     before, after = base(WITH_AUTOENCODER), base(WITH_AUTOENCODER, [override])
     assert {stage for stage in STAGE_INPUTS if before[stage] != after[stage]} == changed
@@ -134,9 +167,13 @@ def test_the_runtime_only_marks_are_where_the_fields_are():
         for name, info in model.model_fields.items()
         if RUNTIME_ONLY in info.metadata
     }
-    assert marked == {"AutoencoderTrainingConfig.num_workers", "AutoencoderTrainingConfig.log_every",
-                      "AutoencoderTrainingConfig.eval_every", "AutoencoderTrainingConfig.checkpoint_every",
-                      "PreEncodeConfig.num_workers"}  # fmt: skip
+    assert marked == {
+        "AutoencoderTrainingConfig.num_workers",
+        "AutoencoderTrainingConfig.log_every",
+        "AutoencoderTrainingConfig.eval_every",
+        "AutoencoderTrainingConfig.checkpoint_every",
+        "PreEncodeConfig.num_workers",
+    }
 
 
 class Inner(StrictModel):
@@ -166,12 +203,19 @@ def test_a_marked_experiment_field_changes_no_hash_and_an_unmarked_one_does(base
     before = base(WITH_AUTOENCODER)
     assert base(WITH_AUTOENCODER, ["autoencoder.training.log_every=3"]) == before
     after = base(WITH_AUTOENCODER, ["autoencoder.training.batch_size=3"])
-    assert {stage for stage in STAGE_INPUTS if before[stage] != after[stage]} == {"train_autoencoder", "pre_encode", "train", "sample"}
+    assert {stage for stage in STAGE_INPUTS if before[stage] != after[stage]} == {
+        "train_autoencoder",
+        "pre_encode",
+        "train",
+        "sample",
+    }
 
 
 def test_ignoring_leaves_a_field_out_and_refuses_a_name_that_is_no_field(write_yaml, tmp_path):
     experiment = load_experiment(write_yaml("e.yaml", WITH_AUTOENCODER), base_dir=tmp_path)
-    longer = load_experiment(write_yaml("e.yaml", WITH_AUTOENCODER), ["autoencoder.training.steps=99"], base_dir=tmp_path)
+    longer = load_experiment(
+        write_yaml("e.yaml", WITH_AUTOENCODER), ["autoencoder.training.steps=99"], base_dir=tmp_path
+    )
     ignoring = ("autoencoder.training.steps",)
     assert stage_hash(experiment, "train_autoencoder") != stage_hash(longer, "train_autoencoder")
     assert stage_hash(experiment, "train_autoencoder", ignoring) == stage_hash(longer, "train_autoencoder", ignoring)

@@ -107,8 +107,11 @@ def test_hostile_files_load_in_bounded_time_and_memory(tmp_path):
         paths[-1].write_text(text, encoding="utf-8")
     result = subprocess.run(
         [sys.executable, "-c", _BOUNDED_LOAD, *map(str, paths)],
-        capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads(result.stdout)
     for path in paths:
@@ -122,7 +125,9 @@ def test_billion_laughs_is_refused_before_it_is_built(write_yaml):
     started = time.monotonic()
     document = load_document(path)
     assert time.monotonic() - started < 5
-    assert [p.message for p in document.problems] == ["rejected: more than 100000 values (counting what aliases repeat)"]
+    assert [p.message for p in document.problems] == [
+        "rejected: more than 100000 values (counting what aliases repeat)"
+    ]
 
 
 def test_a_few_aliases_are_fine(write_yaml, tmp_path):
@@ -169,7 +174,9 @@ def test_long_extends_chain_is_capped(tmp_path):
 def test_wide_extends_fan_out_is_capped(tmp_path):
     """Each file extends the next one three times: 3**12 reads without a cap."""
     for index in range(12):
-        (tmp_path / f"b{index}.yaml").write_text(f"extends: [b{index + 1}.yaml, b{index + 1}.yaml, b{index + 1}.yaml]\n")
+        (tmp_path / f"b{index}.yaml").write_text(
+            f"extends: [b{index + 1}.yaml, b{index + 1}.yaml, b{index + 1}.yaml]\n"
+        )
     (tmp_path / "b12.yaml").write_text(VALID)
     started = time.monotonic()
     report = _one_problem(tmp_path / "b0.yaml")
@@ -248,9 +255,15 @@ def test_merge_key_with_an_override_is_not_a_duplicate(write_yaml, tmp_path):
 
 
 def test_merge_of_a_list_of_mappings_first_wins(write_yaml, tmp_path):
-    text = MERGED.replace("  sample:\n    <<: *gpu_job", "  plan: &small {cpus: 2, mem_mb: 100}\n  sample:\n    <<: [*small, *gpu_job]")
+    text = MERGED.replace(
+        "  sample:\n    <<: *gpu_job", "  plan: &small {cpus: 2, mem_mb: 100}\n  sample:\n    <<: [*small, *gpu_job]"
+    )
     experiment = load_experiment(write_yaml("exp.yaml", text), base_dir=tmp_path)
-    assert (experiment.resources.sample.cpus, experiment.resources.sample.mem_mb, experiment.resources.sample.gpus) == (2, 100, 2)
+    assert (experiment.resources.sample.cpus, experiment.resources.sample.mem_mb, experiment.resources.sample.gpus) == (
+        2,
+        100,
+        2,
+    )
 
 
 def test_true_duplicates_beside_a_merge_key_are_still_errors(write_yaml):

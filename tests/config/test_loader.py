@@ -20,9 +20,7 @@ def test_deep_merge_child_wins_and_mappings_merge():
 def test_extends_chain_relative_to_each_file(write_yaml, tmp_path):
     write_yaml("presets/root.yaml", {"seed": 1, "data": {"sample_rate": 16000, "channels": 1}})
     write_yaml("presets/mid.yaml", {"extends": "root.yaml", "seed": 2, "data": {"channels": 2}})
-    exp = write_yaml(
-        "exps/run.yaml", {"extends": ["../presets/mid.yaml"], "name": "run", "paths": {"audio_dir": "a"}}
-    )
+    exp = write_yaml("exps/run.yaml", {"extends": ["../presets/mid.yaml"], "name": "run", "paths": {"audio_dir": "a"}})
     experiment = load_experiment(exp, base_dir=tmp_path)
     assert experiment.seed == 2
     assert experiment.data.sample_rate == 16000  # from root, through mid
@@ -70,7 +68,8 @@ def test_extends_of_wrong_type(write_yaml, minimal):
 def test_overrides_are_typed_as_yaml(write_yaml, tmp_path, minimal):
     exp = write_yaml("exp.yaml", minimal)
     experiment = load_experiment(
-        exp, ["seed=7", "data.max_item_seconds=1e1", "data.extensions=[wav, FLAC]", "data.shard.max_bytes=2GB"],
+        exp,
+        ["seed=7", "data.max_item_seconds=1e1", "data.extensions=[wav, FLAC]", "data.shard.max_bytes=2GB"],
         base_dir=tmp_path,
     )
     assert experiment.seed == 7
@@ -86,7 +85,12 @@ def test_override_creates_missing_sections(write_yaml, tmp_path, minimal):
 
 @pytest.mark.parametrize(
     "override, fragment",
-    [("seed", "not of the form"), ("=3", "not of the form"), ("a..b=1", "not of the form"), ("seed=[1,", "not valid YAML")],
+    [
+        ("seed", "not of the form"),
+        ("=3", "not of the form"),
+        ("a..b=1", "not of the form"),
+        ("seed=[1,", "not valid YAML"),
+    ],
 )
 def test_malformed_overrides(write_yaml, minimal, override, fragment):
     with pytest.raises(ConfigError, match=fragment):

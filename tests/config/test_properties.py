@@ -20,17 +20,62 @@ from pipeline.config.loader import MAX_DEPTH, MAX_NODES
 from tests.conftest import DEMO_EXPERIMENT, REPO_ROOT
 
 EXTREME_NUMBERS = st.sampled_from(
-    [0, -1, 1, 2**31, 2**63, -(2**63), 10**30, 1e308, -1e308, 5e-324, math.inf, -math.inf, math.nan, 0.5, -0.0,
-     1e-7, 0.049, 32768, 2**31 + 1, 10**400]
-)  # fmt: skip
+    [
+        0,
+        -1,
+        1,
+        2**31,
+        2**63,
+        -(2**63),
+        10**30,
+        1e308,
+        -1e308,
+        5e-324,
+        math.inf,
+        -math.inf,
+        math.nan,
+        0.5,
+        -0.0,
+        1e-7,
+        0.049,
+        32768,
+        2**31 + 1,
+        10**400,
+    ]
+)
 ODD_STRINGS = st.sampled_from(
-    ["", " ", "true", "3", "1e400GB", "9" * 400 + "GB", "2GB", "~", "~nobody_here/x", "$HOME", "a\x00b", "\x1b[31m",
-     "x" * 300, "../" * 50, "/", ".", "\n", "<<", "*a", "&a"]
-)  # fmt: skip
+    [
+        "",
+        " ",
+        "true",
+        "3",
+        "1e400GB",
+        "9" * 400 + "GB",
+        "2GB",
+        "~",
+        "~nobody_here/x",
+        "$HOME",
+        "a\x00b",
+        "\x1b[31m",
+        "x" * 300,
+        "../" * 50,
+        "/",
+        ".",
+        "\n",
+        "<<",
+        "*a",
+        "&a",
+    ]
+)
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=12), EXTREME_NUMBERS,
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    EXTREME_NUMBERS,
     ODD_STRINGS,
-)  # fmt: skip
+)
 VALUES = st.recursive(
     SCALARS,
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
@@ -160,13 +205,14 @@ OVERRIDE_VALUES = st.one_of(
 @SETTINGS
 @given(
     keys=st.one_of(
-        st.lists(st.sampled_from(["name", "seed", "paths", "data", "shard", "codec", "bits", "x", "0", "²"]), max_size=4)
-        .map(".".join),
+        st.lists(
+            st.sampled_from(["name", "seed", "paths", "data", "shard", "codec", "bits", "x", "0", "²"]), max_size=4
+        ).map(".".join),
         st.sampled_from(DEMO_KEYS),
         st.integers(1, 2 * MAX_DEPTH).map(lambda depth: ".".join(["a"] * depth)),
     ),
     value=OVERRIDE_VALUES,
-)  # fmt: skip
+)
 def test_random_overrides(tmp_path, keys, value):
     _load_written(tmp_path / "exp.yaml", RESOLVED_DEMO, [keys + "=" + value])
 
@@ -178,10 +224,34 @@ def test_any_yaml_document(tmp_path, document):
 
 
 YAML_PIECES = st.sampled_from(
-    list("abz09 :-,[]{}&*!|>'\"#%@?\n\t.<=~\\") + ["\x01", "\x7f", "\x85", "\ufeff", "\u2028", "\ud800", "<<: ", "&a ",
-     "*a", "!!str ", "!!binary ", "!!set ", "!!python/object:os.system ", "!!float ", "!!int ", "---\n", "...\n",
-     "name: x\n", "paths: {audio_dir: a}\n", "  ", "0x" + "f" * 40, "9" * 30, "? ", "%YAML 1.1\n"]
-)  # fmt: skip
+    list("abz09 :-,[]{}&*!|>'\"#%@?\n\t.<=~\\")
+    + [
+        "\x01",
+        "\x7f",
+        "\x85",
+        "\ufeff",
+        "\u2028",
+        "\ud800",
+        "<<: ",
+        "&a ",
+        "*a",
+        "!!str ",
+        "!!binary ",
+        "!!set ",
+        "!!python/object:os.system ",
+        "!!float ",
+        "!!int ",
+        "---\n",
+        "...\n",
+        "name: x\n",
+        "paths: {audio_dir: a}\n",
+        "  ",
+        "0x" + "f" * 40,
+        "9" * 30,
+        "? ",
+        "%YAML 1.1\n",
+    ]
+)
 DEMO_TEXT = yaml.safe_dump(RESOLVED_DEMO, sort_keys=False)
 
 
@@ -194,11 +264,17 @@ def test_random_yaml_text(tmp_path, pieces):
 
 
 @SETTINGS
-@given(position=st.integers(0, len(DEMO_TEXT)), pieces=st.lists(YAML_PIECES, min_size=1, max_size=6), cut=st.integers(0, 20))
+@given(
+    position=st.integers(0, len(DEMO_TEXT)),
+    pieces=st.lists(YAML_PIECES, min_size=1, max_size=6),
+    cut=st.integers(0, 20),
+)
 def test_damaged_demo_text(tmp_path, position, pieces, cut):
     """The demo as YAML text with a few characters cut out and odd pieces put in at one place."""
     path = tmp_path / "exp.yaml"
-    path.write_text(DEMO_TEXT[:position] + "".join(pieces) + DEMO_TEXT[position + cut:], encoding="utf-8", errors="surrogatepass")
+    path.write_text(
+        DEMO_TEXT[:position] + "".join(pieces) + DEMO_TEXT[position + cut :], encoding="utf-8", errors="surrogatepass"
+    )
     _check_loads_or_reports(path)
 
 
@@ -209,7 +285,9 @@ def test_nested_aliases_are_bounded(tmp_path, levels, width, merge):
     for more than MAX_NODES values."""
     if merge:  # nested merge keys instead of lists
         lines = ["l0: &l0 {" + ", ".join(f"k{i}: v" for i in range(width)) + "}"]
-        lines += [f"l{n}: &l{n} {{" + ", ".join(f"m{i}: *l{n - 1}" for i in range(width)) + "}" for n in range(1, levels)]
+        lines += [
+            f"l{n}: &l{n} {{" + ", ".join(f"m{i}: *l{n - 1}" for i in range(width)) + "}" for n in range(1, levels)
+        ]
     else:
         lines = ["l0: &l0 [" + ", ".join(["v"] * width) + "]"]
         lines += [f"l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * width) + "]" for n in range(1, levels)]

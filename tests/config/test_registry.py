@@ -135,11 +135,17 @@ def test_a_new_component_module_needs_no_edit_elsewhere(tmp_path):
     )
     env_path = f"{tmp_path}"
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env={"PYTHONPATH": env_path, "PATH": ""},
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": env_path, "PATH": ""},
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
-        "codec": "RawCodecConfig", "built": "RawCodec", "imported_early": False, "in_schema": True
+        "codec": "RawCodecConfig",
+        "built": "RawCodec",
+        "imported_early": False,
+        "in_schema": True,
     }
 
 

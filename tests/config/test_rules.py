@@ -59,18 +59,31 @@ def test_rvq_codebook_bounded():
 @pytest.mark.parametrize(
     "overrides, path, fragment",
     [
-        (["autoencoder.model.encoder.c_mults=[1, 2, 4, 1000]", "autoencoder.model.decoder.c_mults=[1, 2, 4, 1000]"],
-         "autoencoder.model.encoder.c_mults[3]", "must be <= 64"),
+        (
+            ["autoencoder.model.encoder.c_mults=[1, 2, 4, 1000]", "autoencoder.model.decoder.c_mults=[1, 2, 4, 1000]"],
+            "autoencoder.model.encoder.c_mults[3]",
+            "must be <= 64",
+        ),
         (["autoencoder.model.encoder.channels=2048"], "autoencoder.model.encoder.c_mults", "16384 channels"),
         (["autoencoder.model.encoder.channels=100000"], "autoencoder.model.encoder.channels", "must be <= 4096"),
         (["autoencoder.model.decoder.latent_dim=100000"], "autoencoder.model.decoder.latent_dim", "must be <= 4096"),
-        (["autoencoder.model.encoder.strides=[64, 64, 64, 64]", "autoencoder.model.decoder.strides=[64, 64, 64, 64]"],
-         "autoencoder.model.encoder.strides", "downsample by 16777216"),
-        (["autoencoder.model.encoder.strides=[2, 4, 4, 100000]"], "autoencoder.model.encoder.strides[3]", "must be <= 64"),
+        (
+            [
+                "autoencoder.model.encoder.strides=[64, 64, 64, 64]",
+                "autoencoder.model.decoder.strides=[64, 64, 64, 64]",
+            ],
+            "autoencoder.model.encoder.strides",
+            "downsample by 16777216",
+        ),
+        (
+            ["autoencoder.model.encoder.strides=[2, 4, 4, 100000]"],
+            "autoencoder.model.encoder.strides[3]",
+            "must be <= 64",
+        ),
         (["autoencoder.model.encoder.c_mults=" + str([1] * 17)], "autoencoder.model.encoder.c_mults", "at most 16"),
     ],
     ids=["c_mult", "block-width", "channels", "latent-dim", "downsampling", "stride", "depth"],
-)  # fmt: skip
+)
 def test_absurd_widths_and_depths(overrides, path, fragment):
     problems = _problems(overrides)
     assert path in problems and fragment in problems[path], problems
@@ -175,7 +188,9 @@ def test_path_with_a_nul_character():
 def test_checkpoint_and_training_together_are_ambiguous(tmp_path):
     problems = _problems([f"autoencoder.checkpoint={tmp_path / 'vae.safetensors'}"])
     assert list(problems) == ["autoencoder.training"]
-    assert "autoencoder.checkpoint" in problems["autoencoder.training"] and "ambiguous" in problems["autoencoder.training"]
+    assert (
+        "autoencoder.checkpoint" in problems["autoencoder.training"] and "ambiguous" in problems["autoencoder.training"]
+    )
     _loads([f"autoencoder.checkpoint={tmp_path / 'vae.safetensors'}", "autoencoder.training="])
 
 
@@ -212,8 +227,13 @@ def test_max_item_seconds_has_a_floor(seconds):
 def test_max_item_seconds_holds_a_few_latent_frames():
     # 16 kHz, 128 samples per latent frame: 4 frames are 32 ms; the encoder at 2048 makes it 512 ms.
     strides = "[8, 8, 8, 4]"
-    overrides = [f"autoencoder.model.encoder.strides={strides}", f"autoencoder.model.decoder.strides={strides}",
-                 "data.min_item_seconds=0.1", "data.max_item_seconds=0.3", "autoencoder.training.crop_seconds=1"]  # fmt: skip
+    overrides = [
+        f"autoencoder.model.encoder.strides={strides}",
+        f"autoencoder.model.decoder.strides={strides}",
+        "data.min_item_seconds=0.1",
+        "data.max_item_seconds=0.3",
+        "autoencoder.training.crop_seconds=1",
+    ]
     message = _problems(overrides)["data.max_item_seconds"]
     assert "at least 0.512 s (4 latent frames of 2048 samples at 16000 Hz), got 0.3" in message
     _loads(overrides[:-2] + ["data.max_item_seconds=0.6", "autoencoder.training.crop_seconds=1"])

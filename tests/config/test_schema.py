@@ -83,7 +83,9 @@ REQUIREMENT_ERRORS = {"missing", "union_tag_not_found"}
 VARIANTS = {
     "demo": {},
     "fsq": {"autoencoder": {"model": {"bottleneck": {"type": "fsq", "levels": [4, 4]}, "encoder": {"latent_dim": 16}}}},
-    "rvq": {"autoencoder": {"model": {"bottleneck": {"type": "rvq", "codebook_size": 64}, "encoder": {"latent_dim": 16}}}},
+    "rvq": {
+        "autoencoder": {"model": {"bottleneck": {"type": "rvq", "codebook_size": 64}, "encoder": {"latent_dim": 16}}}
+    },
     "tanh": {"autoencoder": {"model": {"bottleneck": {"type": "tanh", "scale": 2.0}, "encoder": {"latent_dim": 16}}}},
     "identity": {"autoencoder": {"model": {"bottleneck": {"type": "identity"}, "encoder": {"latent_dim": 16}}}},
     "wav-codec": {"data": {"codec": None}},  # replaced below: a merge would keep flac's compression_level

@@ -33,9 +33,15 @@ def test_every_mistake_is_reported_with_path_file_and_line(write_yaml):
     path = write_yaml("exps/bad.yaml", MANY_MISTAKES)
     problems = _problems(path)
     assert set(problems) == {
-        "extends", "seed", "data.sample_rate", "data.chanels", "data.shard.max_items",
-        "data.shard.max_bytes", "data.codec", "resources.train.gpus",
-    }  # fmt: skip
+        "extends",
+        "seed",
+        "data.sample_rate",
+        "data.chanels",
+        "data.shard.max_items",
+        "data.shard.max_bytes",
+        "data.codec",
+        "resources.train.gpus",
+    }
     expected_lines = {"extends": 1, "seed": 3, "data.sample_rate": 6, "data.chanels": 7, "data.codec": 9}
     for dotted, line in expected_lines.items():
         assert problems[dotted].origin.source == str(path)

@@ -18,8 +18,8 @@ import torch
 
 from pipeline.config import load_experiment, stage_hash
 from pipeline.encode.pre_encode import pre_encode_all, pre_encode_shard
-from pipeline.layout import layout_of
 from pipeline.latents.index import build_index
+from pipeline.layout import layout_of
 from pipeline.models.autoencoder.checkpoints import save_autoencoder
 from pipeline.models.autoencoder.model import Autoencoder
 from pipeline.shards.reader import read_items
@@ -48,7 +48,9 @@ def encoded_experiment(sharded_experiment):
         if bottleneck is not None:
             width = 16 if bottleneck["type"] != "vae" else 32
             changes["autoencoder"] = {"model": {"bottleneck": bottleneck, "encoder": {"latent_dim": width}}}
-            changes = deep_merge(changes, {"pre_encode": {"store_scale": bottleneck["type"] == "vae"}})  # only a VAE has one
+            changes = deep_merge(
+                changes, {"pre_encode": {"store_scale": bottleneck["type"] == "vae"}}
+            )  # only a VAE has one
         path = sharded_experiment(name, **changes)
         experiment = load_experiment(path)
         model = random_autoencoder(experiment, seed=1)
@@ -142,7 +144,9 @@ def test_index_virtual_datasets_match_the_shards(encoded_experiment, tmp_path):
                 rows = np.flatnonzero(combined["index/shard"][()] == number)
                 start = int(combined["index/offset"][rows[0]])
                 assert np.array_equal(combined["latents"][start : start + result.frames], shard["latents"][()])
-                assert np.array_equal(combined["latents_scale"][start : start + result.frames], shard["latents_scale"][()])
+                assert np.array_equal(
+                    combined["latents_scale"][start : start + result.frames], shard["latents_scale"][()]
+                )
                 assert list(combined["index/key"].asstr()[rows]) == list(shard["index/key"].asstr()[()])
                 all_values.append(shard["latents"][()].astype(np.float64))
         everything = np.concatenate(all_values)
@@ -151,11 +155,16 @@ def test_index_virtual_datasets_match_the_shards(encoded_experiment, tmp_path):
 
 
 def test_sigkill_during_a_store_write_then_rerun(encoded_experiment, tmp_path):
-    path, experiment, _ = encoded_experiment("big", data={"shard": {"max_items": 100}},
-                                             pre_encode={"batch_size": 1, "num_workers": 0})  # fmt: skip
+    path, experiment, _ = encoded_experiment(
+        "big", data={"shard": {"max_items": 100}}, pre_encode={"batch_size": 1, "num_workers": 0}
+    )
     store = layout_of(experiment).store(0)
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "pre-encode", str(path), "--shard", "0", "--quiet"],
-                               cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "pre-encode", str(path), "--shard", "0", "--quiet"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while not list(store.parent.glob(".shard-000000.h5.tmp-*")):
         assert process.poll() is None, "pre-encode ended before it could be killed"
@@ -165,8 +174,12 @@ def test_sigkill_during_a_store_write_then_rerun(encoded_experiment, tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not store.exists()
-    rerun = subprocess.run([sys.executable, "-m", "pipeline", "pre-encode", str(path), "--shard", "0", "--quiet"],
-                           capture_output=True, text=True, cwd=REPO_ROOT)  # fmt: skip
+    rerun = subprocess.run(
+        [sys.executable, "-m", "pipeline", "pre-encode", str(path), "--shard", "0", "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert not list(store.parent.glob(".*tmp-*"))
     killed_then_rerun = tmp_path / "rerun.h5"
@@ -176,7 +189,9 @@ def test_sigkill_during_a_store_write_then_rerun(encoded_experiment, tmp_path):
     with h5py.File(killed_then_rerun, "r") as first, h5py.File(store, "r") as second:
         for name in ("latents", "latents_scale", "index/offset", "index/length", "index/key", "stats/mean"):
             assert np.array_equal(first[name][()], second[name][()]), name
-        assert {k: v for k, v in first.attrs.items() if k != "created"} == {k: v for k, v in second.attrs.items() if k != "created"}
+        assert {k: v for k, v in first.attrs.items() if k != "created"} == {
+            k: v for k, v in second.attrs.items() if k != "created"
+        }
 
 
 def test_store_is_rebuilt_when_the_autoencoder_changes(encoded_experiment, tmp_path):
@@ -184,8 +199,12 @@ def test_store_is_rebuilt_when_the_autoencoder_changes(encoded_experiment, tmp_p
     weights_a, weights_b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     save_autoencoder(model_a, weights_a)
     save_autoencoder(random_autoencoder(experiment, seed=2), weights_b)
-    with_a = experiment.model_copy(update={"autoencoder": experiment.autoencoder.model_copy(update={"checkpoint": weights_a})})
-    with_b = experiment.model_copy(update={"autoencoder": experiment.autoencoder.model_copy(update={"checkpoint": weights_b})})
+    with_a = experiment.model_copy(
+        update={"autoencoder": experiment.autoencoder.model_copy(update={"checkpoint": weights_a})}
+    )
+    with_b = experiment.model_copy(
+        update={"autoencoder": experiment.autoencoder.model_copy(update={"checkpoint": weights_b})}
+    )
     assert not pre_encode_shard(with_a, 0).skipped
     assert pre_encode_shard(with_a, 0).skipped
     latents_a = h5py.File(layout_of(experiment).store(0), "r")["latents"][()]
@@ -200,8 +219,9 @@ def test_store_is_rebuilt_when_the_autoencoder_changes(encoded_experiment, tmp_p
 
 # --- nothing wrong passes silently ------------------------------------------------------------------
 def _cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO_ROOT)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True, cwd=REPO_ROOT
+    )
 
 
 def test_stale_weights_are_refused(encoded_experiment):
@@ -213,7 +233,9 @@ def test_stale_weights_are_refused(encoded_experiment):
     assert f"hashes to {new_hash}" in changed.stderr and stage_hash(experiment, "train_autoencoder") in changed.stderr
     assert "pipeline train-autoencoder" in changed.stderr and "stale" in changed.stderr
     assert not layout_of(experiment).store(0).exists()
-    save_autoencoder(random_autoencoder(experiment, seed=1), layout_of(experiment).autoencoder_weights)  # no stage hash at all
+    save_autoencoder(
+        random_autoencoder(experiment, seed=1), layout_of(experiment).autoencoder_weights
+    )  # no stage hash at all
     unrecorded = _cli("pre-encode", path, "--all", "--quiet")
     assert unrecorded.returncode == 1 and "(none recorded)" in unrecorded.stderr
 
@@ -233,8 +255,8 @@ def test_nan_weights_are_refused_at_load(encoded_experiment):
     path, experiment, model = encoded_experiment()
     state = {key: value.clone() for key, value in model.state_dict().items()}
     state["decoder.layers.0.bias"][0] = float("nan")
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     weights = layout_of(experiment).autoencoder_weights
     with safe_open(str(weights), framework="pt") as handle:
@@ -269,11 +291,16 @@ def test_index_and_verify_refuse_stores_from_older_weights(encoded_experiment):
     index = build_index(experiment)
     assert _cli("verify", index, "--experiment", path).returncode == 0
     # new weights at the same path (as a retrain writes them): the old stores no longer belong
-    save_autoencoder(random_autoencoder(experiment, seed=5), layout_of(experiment).autoencoder_weights,
-                     stage_hash(experiment, "train_autoencoder"))  # fmt: skip
+    save_autoencoder(
+        random_autoencoder(experiment, seed=5),
+        layout_of(experiment).autoencoder_weights,
+        stage_hash(experiment, "train_autoencoder"),
+    )
     stale = _cli("verify", index, "--experiment", path)
     assert stale.returncode == 1 and "store(s) recorded with another autoencoder_weights_sha256" in stale.stdout
-    assert "autoencoder_weights_sha256 is" in _cli("verify", layout_of(experiment).store(0), "--experiment", path).stdout
+    assert (
+        "autoencoder_weights_sha256 is" in _cli("verify", layout_of(experiment).store(0), "--experiment", path).stdout
+    )
     refused = _cli("index", path)
     assert refused.returncode == 1 and "encoded with other autoencoder weights" in refused.stderr
     assert "Traceback" not in refused.stderr

@@ -25,7 +25,9 @@ LENGTHS = (7, 3, 12, 5, 9, 1, 4)  # frames per item
 STAGE_HASH = "0123456789abcdef"
 
 
-def write_store(work_dir: Path, index: int = 0, discrete: bool = False, lengths=LENGTHS, seed: int | None = None) -> Path:
+def write_store(
+    work_dir: Path, index: int = 0, discrete: bool = False, lengths=LENGTHS, seed: int | None = None
+) -> Path:
     """`<work_dir>/latents/shard-NNNNNN.h5` from random values, with a fake source tar in `<work_dir>/shards/`."""
     name = f"shard-{index:06d}"
     tar = work_dir / "shards" / f"{name}.tar"
@@ -33,29 +35,46 @@ def write_store(work_dir: Path, index: int = 0, discrete: bool = False, lengths=
     tar.write_bytes(f"fake tar {index}\n".encode() * 64)
     width = 2 if discrete else LATENT_DIM
     attributes = {
-        "format": FORMAT, "format_version": VERSION, "sample_rate": 44100, "latent_rate": 44100 / 2048,
-        "downsampling_ratio": 2048, "latent_dim": LATENT_DIM, "is_discrete": discrete,
-        "n_codebooks": width if discrete else 0, "codebook_size": 16 if discrete else 0,
+        "format": FORMAT,
+        "format_version": VERSION,
+        "sample_rate": 44100,
+        "latent_rate": 44100 / 2048,
+        "downsampling_ratio": 2048,
+        "latent_dim": LATENT_DIM,
+        "is_discrete": discrete,
+        "n_codebooks": width if discrete else 0,
+        "codebook_size": 16 if discrete else 0,
         "dtype": "int" if discrete else "float16",
         "autoencoder_config": json.dumps({"bottleneck": {"type": "rvq" if discrete else "vae"}, "latent_dim": 4}),
-        "autoencoder_weights_sha256": "f" * 64, "stage_hash": STAGE_HASH, "package_version": __version__,
-        "torch_version": "test", "h5py_version": h5py.__version__, "created": "2026-01-01T00:00:00Z",
-        "source_shard": tar.name, "source_shard_sha256": sha256_file(tar),
-    }  # fmt: skip
+        "autoencoder_weights_sha256": "f" * 64,
+        "stage_hash": STAGE_HASH,
+        "package_version": __version__,
+        "torch_version": "test",
+        "h5py_version": h5py.__version__,
+        "created": "2026-01-01T00:00:00Z",
+        "source_shard": tar.name,
+        "source_shard_sha256": sha256_file(tar),
+    }
     rng = np.random.default_rng(index if seed is None else seed)
     path = work_dir / "latents" / f"{name}.h5"
     with StoreWriter(path, attributes, width, discrete, with_scale=not discrete) as writer:
         for number, frames in enumerate(lengths):
-            record = ItemRecord(f"{name}/track-{number:02d}", frames, 2.0 * number, 60.0,
-                                json.dumps({"title": f"track {number}", "genre": "test"}))  # fmt: skip
+            record = ItemRecord(
+                f"{name}/track-{number:02d}",
+                frames,
+                2.0 * number,
+                60.0,
+                json.dumps({"title": f"track {number}", "genre": "test"}),
+            )
             values = rng.integers(0, 16, (frames, width)) if discrete else rng.normal(size=(frames, width))
             writer.append(record, values, None if discrete else np.abs(rng.normal(size=(frames, width))))
     return path
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO_ROOT)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True, cwd=REPO_ROOT
+    )
 
 
 @pytest.fixture
@@ -268,7 +287,10 @@ def test_changed_stats_are_caught(store: Path):
     with h5py.File(store, "r+") as file:
         file["stats/mean"][0] += 0.5
     problems = verify(store)
-    assert "/stats/mean: content differs from its recorded sha256 (the values were changed after the store was written): rebuild it" in problems
+    assert (
+        "/stats/mean: content differs from its recorded sha256 (the values were changed after the store was written): rebuild it"
+        in problems
+    )
     assert any("/stats/mean differs from the statistics of /latents (channel 0" in problem for problem in problems)
 
 
@@ -278,7 +300,9 @@ def test_a_rehashed_dataset_is_caught_by_the_root_digest(store: Path):
     with h5py.File(store, "r+") as file:
         file["index/seconds_start"][0] = 1.5
         file["index/seconds_start"].attrs["sha256"] = recompute_digest(file["index/seconds_start"])
-    assert verify(store) == ["content_sha256 does not match the datasets' digests (a dataset was added, removed or re-hashed)"]
+    assert verify(store) == [
+        "content_sha256 does not match the datasets' digests (a dataset was added, removed or re-hashed)"
+    ]
 
 
 def test_the_writer_refuses_values_that_must_not_be_stored(tmp_path: Path):
@@ -301,7 +325,9 @@ def test_the_writer_refuses_values_that_must_not_be_stored(tmp_path: Path):
 def test_verify_compares_with_the_expected_identity(store: Path):
     assert verify(store, expected={"stage_hash": STAGE_HASH, "autoencoder_weights_sha256": "f" * 64}) == []
     problems = verify(store, expected={"stage_hash": STAGE_HASH, "autoencoder_weights_sha256": "e" * 64})
-    assert problems == [f"autoencoder_weights_sha256 is {'f' * 64}, the experiment's is {'e' * 64}: re-run pre-encode and index"]
+    assert problems == [
+        f"autoencoder_weights_sha256 is {'f' * 64}, the experiment's is {'e' * 64}: re-run pre-encode and index"
+    ]
 
 
 def test_a_store_replaced_under_the_index_is_caught(tmp_path: Path):
@@ -314,9 +340,13 @@ def test_a_store_replaced_under_the_index_is_caught(tmp_path: Path):
     replacement = write_store(tmp_path / "other", 1, lengths=(2, 6), seed=99)  # same shape, other values
     shutil.copyfile(replacement, stores[1])
     problems = verify(index)
-    assert any(problem.startswith("shard-000001.h5 changed since the index was built (content_sha256: recorded")
-               for problem in problems), problems  # fmt: skip
+    assert any(
+        problem.startswith("shard-000001.h5 changed since the index was built (content_sha256: recorded")
+        for problem in problems
+    ), problems
     assert any("/stats/mean differs from the statistics of /latents" in problem for problem in problems)
     expected = {"autoencoder_weights_sha256": "e" * 64}
-    assert any("2 store(s) recorded with another autoencoder_weights_sha256" in problem
-               for problem in verify(index, expected=expected))  # fmt: skip
+    assert any(
+        "2 store(s) recorded with another autoencoder_weights_sha256" in problem
+        for problem in verify(index, expected=expected)
+    )

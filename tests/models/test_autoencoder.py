@@ -8,16 +8,15 @@ import json
 import pytest
 import torch
 
-from pipeline.errors import UserFacingError
-
+from pipeline.autoencoder import experiment_autoencoder
 from pipeline.config import load_experiment
-from pipeline.models.autoencoder.config import AutoencoderModelConfig
+from pipeline.errors import UserFacingError
 from pipeline.models.autoencoder.checkpoints import (
     CheckpointMismatch,
     load_saved,
     save_autoencoder,
 )
-from pipeline.autoencoder import experiment_autoencoder
+from pipeline.models.autoencoder.config import AutoencoderModelConfig
 from pipeline.models.autoencoder.model import Autoencoder, frames_for
 from tests.models.test_checkpoints import legacy_weight_norm
 
@@ -32,13 +31,17 @@ BOTTLENECKS = {
 }
 
 
-def model_config(bottleneck: dict, width_factor: int, io_channels: int = 1, latent: int = 6, **geometry) -> AutoencoderModelConfig:
+def model_config(
+    bottleneck: dict, width_factor: int, io_channels: int = 1, latent: int = 6, **geometry
+) -> AutoencoderModelConfig:
     geometry = geometry or SMALL
-    return AutoencoderModelConfig.model_validate({
-        "encoder": {"type": "oobleck", "in_channels": io_channels, "latent_dim": width_factor * latent, **geometry},
-        "decoder": {"type": "oobleck", "out_channels": io_channels, "latent_dim": latent, **geometry},
-        "bottleneck": bottleneck,
-    })  # fmt: skip
+    return AutoencoderModelConfig.model_validate(
+        {
+            "encoder": {"type": "oobleck", "in_channels": io_channels, "latent_dim": width_factor * latent, **geometry},
+            "decoder": {"type": "oobleck", "out_channels": io_channels, "latent_dim": latent, **geometry},
+            "bottleneck": bottleneck,
+        }
+    )
 
 
 def make(name: str, seed: int = 0, **kwargs) -> Autoencoder:
@@ -155,10 +158,16 @@ def _experiment_with_checkpoint(tmp_path, model: Autoencoder, checkpoint, prefix
     if prefix:
         section["checkpoint_prefix"] = prefix
     path = tmp_path / "exp.yaml"
-    path.write_text(json.dumps({
-        "name": "ae", "paths": {"audio_dir": str(tmp_path)}, "data": {"sample_rate": 16000, "channels": 1},
-        "autoencoder": section,
-    }))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "name": "ae",
+                "paths": {"audio_dir": str(tmp_path)},
+                "data": {"sample_rate": 16000, "channels": 1},
+                "autoencoder": section,
+            }
+        )
+    )
     return load_experiment(path)
 
 
@@ -171,9 +180,13 @@ def test_stable_audio_tools_checkpoint_loads_through_the_experiment(tmp_path):
             parameter.add_(torch.randn_like(parameter) * 0.01)
     legacy = legacy_weight_norm(make("vae", seed=11))
     legacy.load_state_dict(
-        {k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v"): v
-         for k, v in reference.state_dict().items()}
-    )  # fmt: skip
+        {
+            k.replace("parametrizations.weight.original0", "weight_g").replace(
+                "parametrizations.weight.original1", "weight_v"
+            ): v
+            for k, v in reference.state_dict().items()
+        }
+    )
     state = {f"pretransform.model.{key}": value for key, value in legacy.state_dict().items()}
     state["model.some_diffusion_weight"] = torch.zeros(3)
     assert any(key.endswith("encoder.layers.0.weight_g") for key in state)
@@ -193,8 +206,14 @@ def test_stable_audio_tools_checkpoint_loads_through_the_experiment(tmp_path):
     assert "parametrizations" not in str(error.value)
 
     wrapped = tmp_path / "wrapped.ckpt"  # every key under one wrapper prefix: the hint names the field
-    torch.save({key.replace("pretransform.model.", "module.autoencoder."): value
-                for key, value in state.items() if key.startswith("pretransform.")}, wrapped)  # fmt: skip
+    torch.save(
+        {
+            key.replace("pretransform.model.", "module.autoencoder."): value
+            for key, value in state.items()
+            if key.startswith("pretransform.")
+        },
+        wrapped,
+    )
     with pytest.raises(CheckpointMismatch, match=r"every key starts with 'module.autoencoder.'.*checkpoint_prefix"):
         experiment_autoencoder(_experiment_with_checkpoint(tmp_path, reference, wrapped))
 

@@ -7,9 +7,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from pipeline.errors import UserFacingError
-
 from pipeline.config.registry import build
+from pipeline.errors import UserFacingError
 from pipeline.models.autoencoder.checkpoints import CheckpointMismatch, load_strict, normalise_keys, read_state_dict
 from pipeline.models.autoencoder.oobleck import OobleckEncoderConfig
 
@@ -66,7 +65,9 @@ def test_safetensors_round_trip_is_bit_exact(tmp_path):
 
 def test_wrong_geometry_lists_every_mismatch(tmp_path):
     state, _ = _legacy_encoder_state(seed=2)
-    wrong = build("encoder", OobleckEncoderConfig(**{**GEOMETRY, "channels": 8, "c_mults": (1, 2, 2), "strides": (2, 4, 2)}))
+    wrong = build(
+        "encoder", OobleckEncoderConfig(**{**GEOMETRY, "channels": 8, "c_mults": (1, 2, 2), "strides": (2, 4, 2)})
+    )
     with pytest.raises(CheckpointMismatch) as caught:
         load_strict(wrong, normalise_keys(state, ["pretransform.model.encoder."]), source="sat.ckpt")
     message = str(caught.value)

@@ -52,9 +52,14 @@ def test_stable_audio_open_vae_parameter_count():
 def test_state_dict_layout_follows_stable_audio_tools():
     encoder = build("encoder", OobleckEncoderConfig(channels=4, c_mults=(1, 2), strides=(2, 2), use_snake=True))
     keys = set(encoder.state_dict())
-    assert {"layers.0.bias", "layers.0.parametrizations.weight.original0", "layers.1.layers.0.layers.0.alpha",
-            "layers.1.layers.0.layers.1.parametrizations.weight.original1", "layers.1.layers.4.bias",
-            "layers.4.parametrizations.weight.original1"} <= keys  # fmt: skip
+    assert {
+        "layers.0.bias",
+        "layers.0.parametrizations.weight.original0",
+        "layers.1.layers.0.layers.0.alpha",
+        "layers.1.layers.0.layers.1.parametrizations.weight.original1",
+        "layers.1.layers.4.bias",
+        "layers.4.parametrizations.weight.original1",
+    } <= keys
 
 
 def test_vae_bottleneck_sampling_and_kl():

@@ -4,9 +4,9 @@ symlinks, and broken files. Each entry records what the stage must do with it.""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -134,8 +134,14 @@ def experiment_file(directory: Path, audio_dir: Path, work_dir: Path, **data) ->
     document = {
         "name": "shardtest",
         "paths": {"audio_dir": str(audio_dir), "work_dir": str(work_dir)},
-        "data": {"sample_rate": 16000, "channels": 2, "min_item_seconds": 0.05, "max_item_seconds": 2.0,
-                 "shard": {"max_items": 4, "max_bytes": "10MB"}, **data},  # fmt: skip
+        "data": {
+            "sample_rate": 16000,
+            "channels": 2,
+            "min_item_seconds": 0.05,
+            "max_item_seconds": 2.0,
+            "shard": {"max_items": 4, "max_bytes": "10MB"},
+            **data,
+        },
     }
     path = directory / f"experiment-{work_dir.name}.yaml"
     path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")

@@ -58,17 +58,22 @@ def _run(tmp_path: Path, audio: Path, **data):
     return plan, manifests, {entry["relpath"]: entry for entry in ledger}, samples
 
 
-def _cli(*commands: list[str], timeout: float = 120, prefix: tuple[str, ...] = (), env=None) -> subprocess.CompletedProcess:  # fmt: skip
+def _cli(
+    *commands: list[str], timeout: float = 120, prefix: tuple[str, ...] = (), env=None
+) -> subprocess.CompletedProcess:
     """Run `pipeline <command>` for each command in one fresh interpreter (imports are slow), stopping at
     the first that fails; its exit status is the result's."""
-    script = ("import sys\nfrom pipeline.cli import main\n"
-              f"for command in {commands!r}:\n"
-              "    status = main(command)\n"
-              "    sys.stdout.flush()\n"
-              "    if status:\n"
-              "        sys.exit(status)\n")  # fmt: skip
-    return subprocess.run([*prefix, sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=REPO_ROOT, timeout=timeout, env=env)  # fmt: skip
+    script = (
+        "import sys\nfrom pipeline.cli import main\n"
+        f"for command in {commands!r}:\n"
+        "    status = main(command)\n"
+        "    sys.stdout.flush()\n"
+        "    if status:\n"
+        "        sys.exit(status)\n"
+    )
+    return subprocess.run(
+        [*prefix, sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout, env=env
+    )
 
 
 # 1. Upper-case sidecars -----------------------------------------------------------------------------
@@ -109,15 +114,23 @@ def test_float_wav_codec_needs_32_bits(tmp_path):
     load_experiment(experiment_file(tmp_path, audio, work, codec={"type": "wav", "bits": 32, "float": True}))
 
 
-@pytest.mark.parametrize("codec", [{"type": "wav", "bits": 16}, {"type": "wav", "bits": 24},
-                                   {"type": "wav", "bits": 32}, {"type": "wav", "bits": 32, "float": True},
-                                   {"type": "flac", "bits": 24}])  # fmt: skip
+@pytest.mark.parametrize(
+    "codec",
+    [
+        {"type": "wav", "bits": 16},
+        {"type": "wav", "bits": 24},
+        {"type": "wav", "bits": 32},
+        {"type": "wav", "bits": 32, "float": True},
+        {"type": "flac", "bits": 24},
+    ],
+)
 def test_byte_budget_matches_what_is_written(tmp_path, codec):
     audio = tmp_path / "audio"
     for index in range(6):
         _wav(audio / f"f{index}.wav", seconds=0.7, rate=22050, channels=2)
-    experiment = load_experiment(experiment_file(tmp_path, audio, tmp_path / "work", codec=codec,
-                                                 shard={"max_items": 100, "max_bytes": 100_000}))  # fmt: skip
+    experiment = load_experiment(
+        experiment_file(tmp_path, audio, tmp_path / "work", codec=codec, shard={"max_items": 100, "max_bytes": 100_000})
+    )
     plan = _plan(experiment)
     write_all_shards(experiment, progress=False)
     assert len(plan["shards"]) > 1  # the byte budget decided the split
@@ -319,9 +332,11 @@ def test_fifos_are_ledgered_not_opened(tmp_path):
 
 def test_decode_refuses_a_fifo_that_replaced_a_planned_file(tmp_path):
     os.mkfifo(tmp_path / "late.wav")
-    code = ("from pipeline.audio.convert import decode, AudioRejected\n"
-            f"try: decode({str(tmp_path / 'late.wav')!r})\n"
-            "except AudioRejected as e: print(e)\n")  # fmt: skip
+    code = (
+        "from pipeline.audio.convert import decode, AudioRejected\n"
+        f"try: decode({str(tmp_path / 'late.wav')!r})\n"
+        "except AudioRejected as e: print(e)\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert "not a regular file: a FIFO" in result.stdout, result.stderr
 
@@ -394,15 +409,18 @@ def _encoded(fmt: str, subtype: str, seconds: float = 3.0) -> bytes:
 @pytest.mark.parametrize(
     "name, content, reason",
     [
-        ("half.ogg", lambda: _encoded("OGG", "VORBIS")[: len(_encoded("OGG", "VORBIS")) * 7 // 10],
-         "truncated or corrupt Ogg stream"),
+        (
+            "half.ogg",
+            lambda: _encoded("OGG", "VORBIS")[: len(_encoded("OGG", "VORBIS")) * 7 // 10],
+            "truncated or corrupt Ogg stream",
+        ),
         ("head.ogg", lambda: _encoded("OGG", "VORBIS")[:200], "corrupt or truncated OGG stream"),
         ("head.mp3", lambda: _encoded("MP3", "MPEG_LAYER_III")[:300], "corrupt or truncated MP3 stream"),
         ("text.mp3", lambda: b"just some text, not audio\n" * 40, "not an audio file: unrecognised format"),
         ("text.flac", lambda: b"just some text, not audio\n" * 40, "not an audio file: unrecognised format"),
         ("empty.wav", lambda: b"", "empty file (0 bytes)"),
     ],
-)  # fmt: skip
+)
 def test_specific_reasons(tmp_path, name, content, reason):
     (tmp_path / name).write_bytes(content())
     with pytest.raises(AudioRejected) as rejection:
@@ -476,8 +494,15 @@ def test_hidden_audio_files_are_in_the_ledger(tmp_path):
 
 def test_odd_file_names_are_accounted_for_and_the_ledger_stays_one_entry_per_line(tmp_path):
     audio = tmp_path / "audio"
-    names = ["new\nline.wav", "carriage\rreturn.wav", "nel\x85.wav", "line\u2028separator.wav", 'quote"back\\slash.wav',
-             "ünï ♪.wav", "x" * 251 + ".wav"]  # fmt: skip
+    names = [
+        "new\nline.wav",
+        "carriage\rreturn.wav",
+        "nel\x85.wav",
+        "line\u2028separator.wav",
+        'quote"back\\slash.wav',
+        "ünï ♪.wav",
+        "x" * 251 + ".wav",
+    ]
     for name in names:
         _wav(audio / name)
         (audio / name.replace(".wav", ".txt")).write_text(f"caption of {name}")

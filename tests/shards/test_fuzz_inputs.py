@@ -28,11 +28,17 @@ FOLDERS = ("", "sub", "Sub Dir", "a/b.c")
 SECONDS_PER_EXAMPLE = 30.0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def real_files() -> dict[str, bytes]:
     """Small valid files of every format the decoder reads."""
-    formats = {"wav16": ("WAV", "PCM_16", 1), "wavfloat": ("WAV", "FLOAT", 2), "flac": ("FLAC", "PCM_16", 2),
-               "ogg": ("OGG", "VORBIS", 1), "mp3": ("MP3", "MPEG_LAYER_III", 1), "aiff": ("AIFF", "PCM_24", 1)}  # fmt: skip
+    formats = {
+        "wav16": ("WAV", "PCM_16", 1),
+        "wavfloat": ("WAV", "FLOAT", 2),
+        "flac": ("FLAC", "PCM_16", 2),
+        "ogg": ("OGG", "VORBIS", 1),
+        "mp3": ("MP3", "MPEG_LAYER_III", 1),
+        "aiff": ("AIFF", "PCM_24", 1),
+    }
     files = {}
     for name, (fmt, subtype, channels) in formats.items():
         buffer = io.BytesIO()
@@ -168,7 +174,9 @@ def _is_audio(relpath: str) -> bool:
 EXAMPLES = int(os.environ.get("PIPELINE_FUZZ_EXAMPLES", "60"))  # a deeper search: PIPELINE_FUZZ_EXAMPLES=1000
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(entries=folders())
 def test_every_odd_input_is_accounted_for(entries):
     with tempfile.TemporaryDirectory() as directory:
@@ -176,9 +184,19 @@ def test_every_odd_input_is_accounted_for(entries):
         audio, work = base / "audio", base / "work"
         audio.mkdir()
         created = _create(audio, entries)
-        experiment = load_experiment(experiment_file(base, audio, work, sample_rate=8000, channels=1,
-                                                     min_item_seconds=0.01, max_item_seconds=0.25,
-                                                     segment_overlap_seconds=0.05, shard={"max_items": 3}))  # fmt: skip
+        experiment = load_experiment(
+            experiment_file(
+                base,
+                audio,
+                work,
+                sample_rate=8000,
+                channels=1,
+                min_item_seconds=0.01,
+                max_item_seconds=0.25,
+                segment_overlap_seconds=0.05,
+                shard={"max_items": 3},
+            )
+        )
         started = time.monotonic()
         write_plan(experiment)
         plan = json.loads((work / "shards" / "plan.json").read_text())

@@ -33,7 +33,9 @@ def _experiment(directory: Path, audio_dir: Path, work: str, with_autoencoder: b
 
 
 def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=REPO_ROOT, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=REPO_ROOT, **kwargs
+    )
 
 
 def _files(directory: Path) -> dict[str, bytes]:
@@ -43,14 +45,20 @@ def _files(directory: Path) -> dict[str, bytes]:
 def test_sigkill_mid_write_then_rerun_equals_uninterrupted(tmp_path):
     audio = tmp_path / "audio"
     write_demo_data(audio, seed=5, total_seconds=150)
-    big = {"sample_rate": 44100, "channels": 2, "shard": {"max_items": 1000, "max_bytes": "1GB"},
-           "codec": {"type": "flac", "bits": 24, "compression_level": 1.0}}  # fmt: skip
+    big = {
+        "sample_rate": 44100,
+        "channels": 2,
+        "shard": {"max_items": 1000, "max_bytes": "1GB"},
+        "codec": {"type": "flac", "bits": 24, "compression_level": 1.0},
+    }
     killed_exp = _experiment(tmp_path, audio, "killed", with_autoencoder=False, **big)
     clean_exp = _experiment(tmp_path, audio, "clean", with_autoencoder=False, **big)
     assert _cli("plan", str(killed_exp)).returncode == 0
     shards = tmp_path / "killed" / "shards"
 
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "shard", str(killed_exp), "--shard", "0"], cwd=REPO_ROOT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "shard", str(killed_exp), "--shard", "0"], cwd=REPO_ROOT
+    )
     deadline = time.monotonic() + 60
     while not list(shards.glob(".shard-000000.tar.tmp-*")):
         assert process.poll() is None, "the shard run ended before it could be killed"
@@ -82,8 +90,10 @@ def test_snakemake_local_profile_matches_the_cli(tmp_path):
     snakemake = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
     result = subprocess.run(  # the default target (`all`) includes the shards
         [snakemake, "--profile", "profiles/local", "--config", f"experiment={via_snakemake}", "--cores", "2"],
-        capture_output=True, text=True, cwd=REPO_ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     trained = tmp_path / "snake" / "autoencoder"
     assert (trained / "model.safetensors").is_file() and (trained / "model.json").is_file()
@@ -102,6 +112,8 @@ def test_snakemake_local_profile_matches_the_cli(tmp_path):
     # Nothing to do on a second run.
     again = subprocess.run(
         [snakemake, "--profile", "profiles/local", "--config", f"experiment={via_snakemake}", "--cores", "2", "shard"],
-        capture_output=True, text=True, cwd=REPO_ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

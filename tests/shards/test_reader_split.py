@@ -26,7 +26,9 @@ def shards(tmp_path_factory) -> tuple[list[Path], list[str]]:
     """Three shards of 11 short items (4 + 4 + 3): tars and every key in plan order."""
     directory = tmp_path_factory.mktemp("split")
     for number in range(11):
-        _write(directory / "audio", f"item{number:02d}.wav", tone(0.2, 16000, 2, 300 + 20 * number), 16000, "WAV", "PCM_16")
+        _write(
+            directory / "audio", f"item{number:02d}.wav", tone(0.2, 16000, 2, 300 + 20 * number), 16000, "WAV", "PCM_16"
+        )
     experiment = load_experiment(experiment_file(directory, directory / "audio", directory / "work"))
     write_plan(experiment)
     write_all_shards(experiment, progress=False)
@@ -66,8 +68,13 @@ def decodes(tmp_path, monkeypatch) -> Decodes:
 
 def test_two_workers_decode_each_item_exactly_once(shards, decodes):
     tars, keys = shards
-    loader = torch.utils.data.DataLoader(reader.SplitItems(tars), batch_size=None, num_workers=2,
-                                         collate_fn=lambda item: item, multiprocessing_context="fork")  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        reader.SplitItems(tars),
+        batch_size=None,
+        num_workers=2,
+        collate_fn=lambda item: item,
+        multiprocessing_context="fork",
+    )
     seen = [item.key for item in loader]
     assert sorted(seen) == sorted(keys)  # every item, once
     counts = decodes()
@@ -80,9 +87,13 @@ def test_ranks_and_workers_partition_the_items(shards, decodes):
     tars, keys = shards
     parts = {}
     for rank in range(2):
-        loader = torch.utils.data.DataLoader(reader.SplitItems(tars, rank=rank, world_size=2), batch_size=None,
-                                             num_workers=2, collate_fn=lambda item: item,
-                                             multiprocessing_context="fork")  # fmt: skip
+        loader = torch.utils.data.DataLoader(
+            reader.SplitItems(tars, rank=rank, world_size=2),
+            batch_size=None,
+            num_workers=2,
+            collate_fn=lambda item: item,
+            multiprocessing_context="fork",
+        )
         parts[rank] = [item.key for item in loader]
     assert not set(parts[0]) & set(parts[1])
     assert sorted(parts[0] + parts[1]) == sorted(keys)

@@ -21,8 +21,8 @@ from tests.shards.conftest import LONG_NAME
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory, corpus):
     """The corpus planned and sharded once for the read-only tests of this module."""
-    from tests.shards.conftest import experiment_file
     from pipeline.config import load_experiment
+    from tests.shards.conftest import experiment_file
 
     directory = tmp_path_factory.mktemp("sharded")
     experiment = load_experiment(experiment_file(directory, corpus[0], directory / "work"))
@@ -62,7 +62,11 @@ def test_shard_budget_and_long_items_split(sharded):
     _, plan, manifests, _, _ = sharded
     assert all(len(m["items"]) <= 4 for m in manifests)
     segments = [i for m in manifests for i in m["items"] if i["relpath"] == "long/five_seconds.flac"]
-    assert [(s["segment"], s["seconds_start"], s["seconds"]) for s in segments] == [(0, 0.0, 2.0), (1, 2.0, 2.0), (2, 4.0, 1.0)]
+    assert [(s["segment"], s["seconds_start"], s["seconds"]) for s in segments] == [
+        (0, 0.0, 2.0),
+        (1, 2.0, 2.0),
+        (2, 4.0, 1.0),
+    ]
     assert all(s["seconds_total"] == pytest.approx(5.0) and s["segments"] == 3 for s in segments)
 
 
@@ -125,7 +129,9 @@ def test_audio_matches_the_source_after_conversion(sharded, corpus):
         source, rate = sf.read(root / item["relpath"], dtype="float32", always_2d=True)
         reference = np.clip(resample(convert_channels(source, 2, "downmix"), rate, 16000), -1, 1)
         start = round(item["seconds_start"] * 16000)
-        np.testing.assert_allclose(stored, reference[start : start + len(stored)], atol=1.5 * lsb, err_msg=item["relpath"])
+        np.testing.assert_allclose(
+            stored, reference[start : start + len(stored)], atol=1.5 * lsb, err_msg=item["relpath"]
+        )
 
 
 def test_channel_conversion_independently(sharded, corpus):

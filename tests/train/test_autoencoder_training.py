@@ -15,9 +15,8 @@ import soxr
 import torch
 
 from pipeline.audio.demo import plan_pieces, render_piece
-from pipeline.config import load_experiment
-from pipeline.config import stage_hash
 from pipeline.autoencoder import experiment_autoencoder
+from pipeline.config import load_experiment, stage_hash
 from pipeline.models.autoencoder.checkpoints import load_saved, read_saved_description
 from pipeline.models.autoencoder.model import Autoencoder
 from pipeline.train.autoencoder import run_files, train_autoencoder
@@ -50,7 +49,9 @@ def test_training_clearly_lowers_the_loss_on_unseen_audio(sharded_experiment):
     assert result.step == 150 and result.weights is not None and result.weights.is_file()
 
     trained = experiment_autoencoder(experiment)
-    assert torch.equal(trained.state_dict()["decoder.layers.0.bias"], load_saved(result.weights).state_dict()["decoder.layers.0.bias"])
+    assert torch.equal(
+        trained.state_dict()["decoder.layers.0.bias"], load_saved(result.weights).state_dict()["decoder.layers.0.bias"]
+    )
     torch.manual_seed(experiment.seed)
     untrained = Autoencoder(experiment.autoencoder.model, experiment.data.sample_rate).eval()
     audio = unseen_audio(experiment.data.sample_rate, crop=8192)
@@ -66,14 +67,20 @@ def test_training_clearly_lowers_the_loss_on_unseen_audio(sharded_experiment):
 
 
 def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=REPO_ROOT, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=REPO_ROOT, **kwargs
+    )
 
 
 def test_sigkill_then_rerun_resumes_from_the_last_checkpoint(sharded_experiment):
     path = sharded_experiment(training=dict(steps=40, checkpoint_every=10, eval_every=20, log_every=5))
     experiment = load_experiment(path)
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "train-autoencoder", str(path), "--quiet"],
-                               cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "train-autoencoder", str(path), "--quiet"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while not run_files(experiment).checkpoint.is_file():
         assert process.poll() is None, "training ended before it could be killed"
@@ -136,8 +143,9 @@ def test_raising_steps_continues_a_finished_run(sharded_experiment):
 
 
 def test_divergence_stops_with_an_error_and_keeps_the_last_good_checkpoint(sharded_experiment):
-    path = sharded_experiment(training=dict(steps=40, learning_rate=10.0, grad_clip=None, checkpoint_every=1,
-                                            eval_every=40, log_every=1))  # fmt: skip
+    path = sharded_experiment(
+        training=dict(steps=40, learning_rate=10.0, grad_clip=None, checkpoint_every=1, eval_every=40, log_every=1)
+    )
     experiment = load_experiment(path)
     result = _cli("train-autoencoder", str(path), "--quiet")
     assert result.returncode == 1, result.stdout + result.stderr
@@ -158,9 +166,13 @@ def test_a_configured_checkpoint_and_training_together_are_a_config_error(sharde
 def test_rvq_trains_with_its_commitment_loss(sharded_experiment):
     path = sharded_experiment(
         training=dict(steps=3, log_every=1, eval_every=3, checkpoint_every=3),
-        autoencoder={"model": {"bottleneck": {"type": "rvq", "num_quantizers": 2, "codebook_size": 32},
-                               "encoder": {"latent_dim": 16}}},
-    )  # fmt: skip
+        autoencoder={
+            "model": {
+                "bottleneck": {"type": "rvq", "num_quantizers": 2, "codebook_size": 32},
+                "encoder": {"latent_dim": 16},
+            }
+        },
+    )
     experiment = load_experiment(path)
     result = train_autoencoder(experiment, progress=False)
     records = [json.loads(line) for line in run_files(experiment).metrics.read_text().splitlines()]

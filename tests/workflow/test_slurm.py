@@ -22,10 +22,12 @@ from tests.conftest import DEMO_EXPERIMENT, REPO_ROOT
 # On top of profiles/slurm, for a cluster without accounting (sacct cannot see jobs): squeue status
 # (valid while MinJobAge >= 3 x the first status check delay), no account, quick first status check.
 SLURM_TEST_FLAGS = (
-    "--slurm-status-command", "squeue",
+    "--slurm-status-command",
+    "squeue",
     "--slurm-no-account",
-    "--slurm-init-seconds-before-status-checks", "2",
-)  # fmt: skip
+    "--slurm-init-seconds-before-status-checks",
+    "2",
+)
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 
 
@@ -79,9 +81,16 @@ def test_default_target_runs_as_slurm_jobs(tmp_path):
     slurm_logs = tmp_path / "slurm_logs"
     snakemake = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
     command = [
-        snakemake, "--profile", "profiles/slurm", "--config", f"experiment={experiment}",
-        *SLURM_TEST_FLAGS, "--slurm-logdir", str(slurm_logs), "--slurm-keep-successful-logs",
-    ]  # fmt: skip
+        snakemake,
+        "--profile",
+        "profiles/slurm",
+        "--config",
+        f"experiment={experiment}",
+        *SLURM_TEST_FLAGS,
+        "--slurm-logdir",
+        str(slurm_logs),
+        "--slurm-keep-successful-logs",
+    ]
     result = subprocess.run(command, check=False, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
@@ -108,15 +117,26 @@ def test_default_target_runs_as_slurm_jobs(tmp_path):
         rule = next(part for part in log_path.relative_to(slurm_logs).parts if part.startswith("rule_"))
         submitted[slurm_id] = rule.removeprefix("rule_")
     rules = sorted(submitted.values())
-    expected = ["index", "plan", "pre_encode_one", "pre_encode_one", "shard_one", "shard_one", "shard_summary",
-                "train_autoencoder"]  # fmt: skip
+    expected = [
+        "index",
+        "plan",
+        "pre_encode_one",
+        "pre_encode_one",
+        "shard_one",
+        "shard_one",
+        "shard_summary",
+        "train_autoencoder",
+    ]
     assert rules == expected, output[-6000:]
     assert re.findall(r"^localrule (\w+):", output, re.MULTILINE) == ["all"]  # nothing else ran locally
 
     states = subprocess.run(
         ["squeue", "--noheader", "--states=all", "--format=%i|%T", "--jobs", ",".join(submitted)],
-        check=False, capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert states.returncode == 0, states.stderr
     seen = dict(line.split("|") for line in states.stdout.split())
     assert seen == dict.fromkeys(submitted, "COMPLETED")

@@ -17,12 +17,12 @@ if TRAINS_AUTOENCODER:
         output:
             weights=LAYOUT.autoencoder_weights,
             config=LAYOUT.autoencoder_description,
-        params:
-            stage_hash=HASHES["train_autoencoder"],
         log:
             LAYOUT.log("train_autoencoder"),
         threads: EXPERIMENT.resources.train_autoencoder.cpus
         resources:
             **stage_resources("train_autoencoder"),
+        params:
+            stage_hash=HASHES["train_autoencoder"],
         shell:
             "{PIPELINE} train-autoencoder {EXP_ARGS} --quiet > {log} 2>&1"

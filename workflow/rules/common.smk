@@ -23,7 +23,12 @@ EXP_ARGS = shlex.join([EXPERIMENT_FILE, *OVERRIDES])
 def stage_resources(stage):
     """Snakemake/SLURM resources of a stage from the experiment's `resources` section."""
     wanted = getattr(EXPERIMENT.resources, stage)
-    resources = {"mem_mb": wanted.mem_mb, "runtime": wanted.runtime, "cpus_per_task": wanted.cpus, "nodes": wanted.nodes}
+    resources = {
+        "mem_mb": wanted.mem_mb,
+        "runtime": wanted.runtime,
+        "cpus_per_task": wanted.cpus,
+        "nodes": wanted.nodes,
+    }
     if wanted.gpus:
         resources["gpu"] = wanted.gpus
     return resources

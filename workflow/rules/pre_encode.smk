@@ -1,6 +1,7 @@
 # Stages 4-5: one pre-encode job per shard (the unit of parallelism: N shards = N GPU jobs), then the
 # index over all stores. Each job reads its shard tar and the frozen autoencoder's weights.
 
+
 rule pre_encode_one:
     input:
         tar=rules.shard_one.output.tar,
@@ -8,15 +9,15 @@ rule pre_encode_one:
         weights=AUTOENCODER_WEIGHTS,
     output:
         LAYOUT.store("{index}"),
-    wildcard_constraints:
-        index=r"\d{6}",
-    params:
-        stage_hash=HASHES["pre_encode"],
     log:
         LAYOUT.log("pre_encode-{index}"),
+    wildcard_constraints:
+        index=r"\d{6}",
     threads: EXPERIMENT.resources.pre_encode.cpus
     resources:
         **stage_resources("pre_encode"),
+    params:
+        stage_hash=HASHES["pre_encode"],
     shell:
         "{PIPELINE} pre-encode {EXP_ARGS} --shard {wildcards.index} --quiet > {log} 2>&1"
 
@@ -30,13 +31,13 @@ rule index:
         planned_stores,
     output:
         LAYOUT.index,
-    params:
-        stage_hash=HASHES["pre_encode"],
     log:
         LAYOUT.log("index"),
     threads: EXPERIMENT.resources.index.cpus
     resources:
         **stage_resources("index"),
+    params:
+        stage_hash=HASHES["pre_encode"],
     shell:
         "{PIPELINE} index {EXP_ARGS} > {log} 2>&1"
 

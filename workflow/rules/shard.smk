@@ -4,13 +4,13 @@
 checkpoint plan:
     output:
         LAYOUT.plan,
-    params:
-        stage_hash=HASHES["shard"],
     log:
         LAYOUT.log("plan"),
     threads: EXPERIMENT.resources.plan.cpus
     resources:
         **stage_resources("plan"),
+    params:
+        stage_hash=HASHES["shard"],
     shell:
         "{PIPELINE} plan {EXP_ARGS} > {log} 2>&1"
 
@@ -21,15 +21,15 @@ rule shard_one:
     output:
         tar=LAYOUT.shard_tar("{index}"),
         manifest=LAYOUT.manifest("{index}"),
-    wildcard_constraints:
-        index=r"\d{6}",
-    params:
-        stage_hash=HASHES["shard"],
     log:
         LAYOUT.log("shard-{index}"),
+    wildcard_constraints:
+        index=r"\d{6}",
     threads: EXPERIMENT.resources.shard.cpus
     resources:
         **stage_resources("shard"),
+    params:
+        stage_hash=HASHES["shard"],
     shell:
         "{PIPELINE} shard {EXP_ARGS} --shard {wildcards.index} --quiet > {log} 2>&1"
 

@@ -9,8 +9,9 @@ stripped when the caller names them."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -127,7 +128,7 @@ SAVED_FORMAT = "pipeline-autoencoder"
 SAVED_VERSION = 1
 
 
-def save_autoencoder(model: "Autoencoder", path: str | Path, stage_hash: str | None = None) -> None:
+def save_autoencoder(model: Autoencoder, path: str | Path, stage_hash: str | None = None) -> None:
     """Write `path` (.safetensors, the model config, sample rate and the stage hash that made it in its
     metadata) and `path`.json (the same description, for people and tools), each atomically.
     Refuses weights with NaN/Inf values (a diverged model must never look like a result)."""
@@ -142,7 +143,7 @@ def save_autoencoder(model: "Autoencoder", path: str | Path, stage_hash: str | N
     write_json_atomic(path.with_suffix(".json"), description)
 
 
-def saved_description(model: "Autoencoder", stage_hash: str | None = None) -> dict[str, Any]:
+def saved_description(model: Autoencoder, stage_hash: str | None = None) -> dict[str, Any]:
     description = {
         "format": SAVED_FORMAT,
         "version": SAVED_VERSION,
@@ -160,7 +161,9 @@ class NonFiniteWeights(UserFacingError):
 
 def check_finite_weights(state: Mapping[str, torch.Tensor], what: str) -> None:
     """NonFiniteWeights naming the tensors that hold NaN/Inf values."""
-    bad = [key for key, tensor in state.items() if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    bad = [
+        key for key, tensor in state.items() if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise NonFiniteWeights(f"{what}: {len(bad)} tensor(s) hold NaN/Inf values ({shown}); the model diverged")
@@ -186,7 +189,7 @@ def read_saved_description(path: str | Path) -> dict[str, Any] | None:
     return description
 
 
-def load_saved(path: str | Path) -> "Autoencoder":
+def load_saved(path: str | Path) -> Autoencoder:
     """Rebuild an autoencoder written by `save_autoencoder` from that file alone."""
     from pipeline.models.autoencoder.config import AutoencoderModelConfig
     from pipeline.models.autoencoder.model import Autoencoder
@@ -200,8 +203,8 @@ def load_saved(path: str | Path) -> "Autoencoder":
 
 
 def load_autoencoder(
-    config: "AutoencoderModelConfig", sample_rate: int, path: str | Path, strip_prefix: str | None = None
-) -> "Autoencoder":
+    config: AutoencoderModelConfig, sample_rate: int, path: str | Path, strip_prefix: str | None = None
+) -> Autoencoder:
     """Build `config` and load `path` strictly: our own format (its stored config must equal `config`)
     or a stable-audio-tools checkpoint. Returns the model in eval mode."""
     from pipeline.models.autoencoder.model import Autoencoder
@@ -212,7 +215,9 @@ def load_autoencoder(
         if description["sample_rate"] != sample_rate:
             differences.append(f"sample_rate: file {description['sample_rate']}, experiment {sample_rate}")
         if differences:
-            raise CheckpointMismatch(f"{path} was saved with another autoencoder config:\n  " + "\n  ".join(differences))
+            raise CheckpointMismatch(
+                f"{path} was saved with another autoencoder config:\n  " + "\n  ".join(differences)
+            )
     model = Autoencoder(config, sample_rate)
     tensors = read_state_dict(path)
     prefix = wrapper_prefix(tensors) if strip_prefix is None else None

@@ -21,19 +21,25 @@ class AutoencoderModelConfig(StrictModel):
     bottleneck: component_union("bottleneck") = Field(description="vae | tanh | identity | rvq | fsq")  # type: ignore[valid-type]
 
     @model_validator(mode="after")
-    def _check_geometry(self) -> "AutoencoderModelConfig":
+    def _check_geometry(self) -> AutoencoderModelConfig:
         problems = []
         factor = self.bottleneck.encoder_width_factor
         expected = factor * self.decoder.latent_dim
         if self.encoder.latent_dim != expected:
-            why = f"{factor} x decoder.latent_dim for a {self.bottleneck.type} bottleneck" if factor != 1 else "decoder.latent_dim"
+            why = (
+                f"{factor} x decoder.latent_dim for a {self.bottleneck.type} bottleneck"
+                if factor != 1
+                else "decoder.latent_dim"
+            )
             problems.append((("encoder", "latent_dim"), f"must be {why} = {expected}, got {self.encoder.latent_dim}"))
         if self.encoder.downsampling_ratio != self.decoder.downsampling_ratio:
-            problems.append((
-                ("decoder", "strides"),
-                f"downsample by {self.decoder.downsampling_ratio} but the encoder's by {self.encoder.downsampling_ratio} "
-                f"(encoder strides {list(self.encoder.strides)}, decoder strides {list(self.decoder.strides)})",
-            ))  # fmt: skip
+            problems.append(
+                (
+                    ("decoder", "strides"),
+                    f"downsample by {self.decoder.downsampling_ratio} but the encoder's by {self.encoder.downsampling_ratio} "
+                    f"(encoder strides {list(self.encoder.strides)}, decoder strides {list(self.decoder.strides)})",
+                )
+            )
         check_fields(self, problems)
         return self
 
@@ -44,4 +50,3 @@ class AutoencoderModelConfig(StrictModel):
     @property
     def downsampling_ratio(self) -> int:
         return self.encoder.downsampling_ratio
-

@@ -8,7 +8,8 @@ zero-padded on the right to whole frames); codes are (batch, n_codebooks, frames
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -24,7 +25,7 @@ DEFAULT_OVERLAP_FRAMES = 16
 
 
 class Autoencoder(nn.Module):
-    def __init__(self, config: "AutoencoderModelConfig", sample_rate: int):
+    def __init__(self, config: AutoencoderModelConfig, sample_rate: int):
         super().__init__()
         self.config = config
         self.encoder = build("encoder", config.encoder)
@@ -68,9 +69,12 @@ class Autoencoder(nn.Module):
 
     # --- inference -----------------------------------------------------------------------------
     def encode(
-        self, audio: torch.Tensor, return_scale: bool = False, chunk_frames: int | None = None,
+        self,
+        audio: torch.Tensor,
+        return_scale: bool = False,
+        chunk_frames: int | None = None,
         overlap_frames: int = DEFAULT_OVERLAP_FRAMES,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Deterministic encoding: the VAE posterior mean (and its scale with `return_scale`), the
         bounded/identity latents, or the integer codes of a discrete bottleneck.
 
@@ -78,16 +82,20 @@ class Autoencoder(nn.Module):
         context on each side, keeping each window's middle: memory stays bounded for long audio."""
         if return_scale and self.config.bottleneck.type != "vae":
             raise ValueError(f"return_scale needs a vae bottleneck, this one is '{self.config.bottleneck.type}'")
-        hidden = self._windowed(self.encoder, self._pad_to_frames(audio), chunk_frames, overlap_frames, self.downsampling_ratio, 1)
+        hidden = self._windowed(
+            self.encoder, self._pad_to_frames(audio), chunk_frames, overlap_frames, self.downsampling_ratio, 1
+        )
         latents, info = self.bottleneck.encode(hidden, sample=False)
         if self.is_discrete:
             return info["codes"]
         return (latents, info["scale"]) if return_scale else latents
 
     def decode(
-        self, latents_or_codes: torch.Tensor, chunk_frames: int | None = None,
+        self,
+        latents_or_codes: torch.Tensor,
+        chunk_frames: int | None = None,
         overlap_frames: int = DEFAULT_OVERLAP_FRAMES,
-    ) -> torch.Tensor:  # fmt: skip
+    ) -> torch.Tensor:
         """Latents (floating point) or codes (integers, discrete bottlenecks) -> audio."""
         if not latents_or_codes.is_floating_point():
             if not self.is_discrete:
@@ -114,9 +122,13 @@ class Autoencoder(nn.Module):
 
     @staticmethod
     def _windowed(
-        function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk_frames: int | None,
-        overlap_frames: int, in_per_frame: int, out_per_frame: int,
-    ) -> torch.Tensor:  # fmt: skip
+        function: Callable[[torch.Tensor], torch.Tensor],
+        x: torch.Tensor,
+        chunk_frames: int | None,
+        overlap_frames: int,
+        in_per_frame: int,
+        out_per_frame: int,
+    ) -> torch.Tensor:
         """Apply `function` to windows of `chunk_frames` frames with `overlap_frames` of context each side."""
         frames = x.shape[-1] // in_per_frame
         if chunk_frames is None or frames <= chunk_frames:

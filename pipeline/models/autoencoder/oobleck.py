@@ -76,7 +76,10 @@ class OobleckEncoder(nn.Module):
         layers: list[nn.Module] = [wn_conv1d(config.in_channels, widths[0], kernel_size=7, padding=3)]
         for i, stride in enumerate(config.strides):
             layers.append(EncoderBlock(widths[i], widths[i + 1], stride, config.use_snake))
-        layers += [activation(config.use_snake, widths[-1]), wn_conv1d(widths[-1], config.latent_dim, kernel_size=3, padding=1)]
+        layers += [
+            activation(config.use_snake, widths[-1]),
+            wn_conv1d(widths[-1], config.latent_dim, kernel_size=3, padding=1),
+        ]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
@@ -93,8 +96,11 @@ class OobleckDecoder(nn.Module):
         widths = config.widths
         layers: list[nn.Module] = [wn_conv1d(config.latent_dim, widths[-1], kernel_size=7, padding=3)]
         for i in range(len(config.strides), 0, -1):
-            layers.append(DecoderBlock(widths[i], widths[i - 1], config.strides[i - 1], config.use_snake,
-                                       config.use_nearest_upsample))  # fmt: skip
+            layers.append(
+                DecoderBlock(
+                    widths[i], widths[i - 1], config.strides[i - 1], config.use_snake, config.use_nearest_upsample
+                )
+            )
         layers += [
             activation(config.use_snake, widths[0]),
             wn_conv1d(widths[0], config.out_channels, kernel_size=7, padding=3, bias=False),

@@ -23,26 +23,35 @@ class _OobleckGeometry(ComponentConfig):
         (1, 2, 4, 8), min_length=1, max_length=16, description=f"width multipliers; channels * c_mult <= {MAX_WIDTH}"
     )
     strides: tuple[Stride, ...] = Field(
-        (2, 4, 8, 8), min_length=1, max_length=16, description=f"downsampling per block; their product <= {MAX_DOWNSAMPLING}"
+        (2, 4, 8, 8),
+        min_length=1,
+        max_length=16,
+        description=f"downsampling per block; their product <= {MAX_DOWNSAMPLING}",
     )
     use_snake: bool = False
     antialias_activation: Literal[False] = Field(False, description="not supported (alias-free activations)")
 
     @model_validator(mode="after")
-    def _check_lengths(self) -> "_OobleckGeometry":
+    def _check_lengths(self) -> _OobleckGeometry:
         problems: list[tuple[tuple[str | int, ...], str]] = []
         if len(self.c_mults) != len(self.strides):
-            problems.append((
-                ("strides",), f"c_mults ({len(self.c_mults)} entries) and strides ({len(self.strides)}) must have the same length"
-            ))  # fmt: skip
+            problems.append(
+                (
+                    ("strides",),
+                    f"c_mults ({len(self.c_mults)} entries) and strides ({len(self.strides)}) must have the same length",
+                )
+            )
         if max(self.widths) > MAX_WIDTH:
-            problems.append((
-                ("c_mults",), f"the widest block would have {max(self.widths)} channels (channels * c_mult); at most {MAX_WIDTH}"
-            ))  # fmt: skip
+            problems.append(
+                (
+                    ("c_mults",),
+                    f"the widest block would have {max(self.widths)} channels (channels * c_mult); at most {MAX_WIDTH}",
+                )
+            )
         if self.downsampling_ratio > MAX_DOWNSAMPLING:
-            problems.append((
-                ("strides",), f"downsample by {self.downsampling_ratio} (their product); at most {MAX_DOWNSAMPLING}"
-            ))  # fmt: skip
+            problems.append(
+                (("strides",), f"downsample by {self.downsampling_ratio} (their product); at most {MAX_DOWNSAMPLING}")
+            )
         check_fields(self, problems)
         return self
 

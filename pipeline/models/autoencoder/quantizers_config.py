@@ -35,19 +35,31 @@ class FSQBottleneckConfig(BottleneckConfig):
     is_discrete: ClassVar[bool] = True
     type: Literal["fsq"] = "fsq"
     levels: tuple[Level, ...] = Field(
-        (8, 5, 5, 5), min_length=1, max_length=16,
+        (8, 5, 5, 5),
+        min_length=1,
+        max_length=16,
         description="quantisation levels per dimension of a codebook, each >= 2; their product (the codebook size) "
         "<= 2^31",
     )
-    num_codebooks: int = Field(1, ge=1, le=64, description="codes per frame; latent_dim = len(levels) * num_codebooks works best")
+    num_codebooks: int = Field(
+        1, ge=1, le=64, description="codes per frame; latent_dim = len(levels) * num_codebooks works best"
+    )
 
     @model_validator(mode="after")
-    def _codes_fit_their_dtype(self) -> "FSQBottleneckConfig":
+    def _codes_fit_their_dtype(self) -> FSQBottleneckConfig:
         if self.codebook_size > MAX_CODEBOOK_SIZE:
-            check_fields(self, [(("levels",), (
-                f"make a codebook of {self.codebook_size} entries (their product); codes are stored as int32, "
-                f"so at most {MAX_CODEBOOK_SIZE}"
-            ))])  # fmt: skip
+            check_fields(
+                self,
+                [
+                    (
+                        ("levels",),
+                        (
+                            f"make a codebook of {self.codebook_size} entries (their product); codes are stored as int32, "
+                            f"so at most {MAX_CODEBOOK_SIZE}"
+                        ),
+                    )
+                ],
+            )
         return self
 
     @property
