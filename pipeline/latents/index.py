@@ -23,8 +23,11 @@ from pipeline.config.experiment import Experiment
 from pipeline.config.hashing import stage_hash
 from pipeline.errors import UserFacingError
 from pipeline.latents.store import (
+    FRAME_DATASETS,
     INDEX_FIELDS,
     INDEX_FORMAT,
+    SHARD_IDENTITY_COUNTS,
+    SHARD_IDENTITY_STRINGS,
     STRING,
     VERSION,
     RunningStats,
@@ -38,7 +41,6 @@ from pipeline.latents.store import (
 from pipeline.layout import layout_of
 from pipeline.utils.atomic import atomic_path
 
-DATA_NAMES = ("latents", "latents_scale", "codes")
 # Attributes every shard store of one index must share.
 SHARED_ATTRIBUTES = (
     "sample_rate",
@@ -53,9 +55,6 @@ SHARED_ATTRIBUTES = (
     "autoencoder_weights_sha256",
     "stage_hash",
 )
-# What the index records of each store (/shards/<column>), compared by `verify`.
-IDENTITY_STRINGS = ("content_sha256", "autoencoder_weights_sha256", "stage_hash")
-IDENTITY_COUNTS = ("items", "frames")
 
 
 def build_index(experiment: Experiment) -> Path:
@@ -82,7 +81,7 @@ def write_index_file(
     for shard in shards:
         _check_belongs(shard, shards[0], expected_stage_hash, expected_weights_sha256)
     with h5py.File(path, "w") as file:
-        for name in DATA_NAMES:
+        for name in FRAME_DATASETS:
             if all(name in shard["shapes"] for shard in shards):
                 _virtual_dataset(file, name, shards, path.parent)
         _combined_index(file, shards)
@@ -133,16 +132,16 @@ def _check_belongs(shard: dict[str, Any], first: dict[str, Any], stage: str, wei
 def _identities(file: h5py.File, shards: list[dict[str, Any]]) -> None:
     group = file.create_group("shards")
     create_hashed(group, "name", [shard["path"].name for shard in shards], STRING)
-    for name in IDENTITY_STRINGS:
+    for name in SHARD_IDENTITY_STRINGS:
         create_hashed(group, name, [str(shard["attributes"][name]) for shard in shards], STRING)
-    for name in IDENTITY_COUNTS:
+    for name in SHARD_IDENTITY_COUNTS:
         create_hashed(group, name, np.asarray([shard["attributes"][name] for shard in shards], dtype=np.int64))
 
 
 def _describe(store: Path) -> dict[str, Any]:
     with h5py.File(store, "r") as file:
         attributes = file_attributes(file)
-        shapes = {name: (file[name].shape, file[name].dtype) for name in DATA_NAMES if name in file}
+        shapes = {name: (file[name].shape, file[name].dtype) for name in FRAME_DATASETS if name in file}
         stats = {name: file["stats"][name][()] for name in ("mean", "std", "frames") if name in file["stats"]}
         return {
             "path": store,

@@ -38,6 +38,10 @@ FORMAT = "pipeline-latent-store"
 INDEX_FORMAT = "pipeline-latent-index"
 VERSION = 2  # 2: fletcher32 chunk checksums, per-dataset sha256, content_sha256
 INDEX_FIELDS = ("key", "offset", "length", "seconds_start", "seconds_total", "metadata_json")
+FRAME_DATASETS = ("latents", "latents_scale", "codes")  # the per-frame datasets a store may hold
+# What an index records of each store it reads through (/shards/<column>), compared by `verify`.
+SHARD_IDENTITY_STRINGS = ("content_sha256", "autoencoder_weights_sha256", "stage_hash")
+SHARD_IDENTITY_COUNTS = ("items", "frames")
 ROOT_ATTRIBUTES = (
     "format",
     "format_version",
@@ -103,16 +107,25 @@ def combined_digest(dataset_digests: dict[str, str]) -> str:
     return hashlib.sha256(lines.encode("utf-8")).hexdigest()
 
 
-def dataset_digests(file: h5py.File) -> dict[str, str]:
-    """The recorded `sha256` attribute of every (non-virtual) dataset, by full name."""
-    found: dict[str, str] = {}
+def stored_datasets(file: h5py.File) -> dict[str, h5py.Dataset]:
+    """Every dataset the file itself holds (virtual ones read other files), by full name."""
+    found: dict[str, h5py.Dataset] = {}
 
     def visit(name: str, node: Any) -> None:
-        if isinstance(node, h5py.Dataset) and not node.is_virtual and DIGEST_ATTRIBUTE in node.attrs:
-            found["/" + name] = _plain(node.attrs[DIGEST_ATTRIBUTE])
+        if isinstance(node, h5py.Dataset) and not node.is_virtual:
+            found["/" + name] = node
 
     file.visititems(visit)
     return found
+
+
+def dataset_digests(file: h5py.File) -> dict[str, str]:
+    """The recorded `sha256` attribute of every stored dataset that has one, by full name."""
+    return {
+        name: plain_value(dataset.attrs[DIGEST_ATTRIBUTE])
+        for name, dataset in stored_datasets(file).items()
+        if DIGEST_ATTRIBUTE in dataset.attrs
+    }
 
 
 def create_hashed(group: h5py.Group, name: str, data: Any, dtype: Any = None) -> h5py.Dataset:
@@ -322,10 +335,11 @@ def read_attributes(path: str | Path) -> dict[str, Any]:
 
 
 def file_attributes(file: h5py.File) -> dict[str, Any]:
-    return {key: _plain(value) for key, value in file.attrs.items()}
+    return {key: plain_value(value) for key, value in file.attrs.items()}
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
+    """An HDF5 attribute or element as plain Python: bytes decoded, numpy scalars and arrays unwrapped."""
     if isinstance(value, bytes):
         return value.decode("utf-8")
     if isinstance(value, np.generic):

@@ -22,10 +22,13 @@ from pipeline.errors import UserFacingError
 from pipeline.latents.store import (
     CHUNK_FRAMES,
     DIGEST_ATTRIBUTE,
+    FRAME_DATASETS,
     INDEX_FIELDS,
     INDEX_FORMAT,
     ROOT_ATTRIBUTES,
     SHARD_ATTRIBUTES,
+    SHARD_IDENTITY_COUNTS,
+    SHARD_IDENTITY_STRINGS,
     VERSION,
     ContentDigest,
     RunningStats,
@@ -33,17 +36,18 @@ from pipeline.latents.store import (
     data_name,
     dataset_digests,
     open_store,
+    plain_value,
     read_attributes,
     read_index,
     recompute_digest,
+    stored_datasets,
 )
 from pipeline.layout import Layout
 from pipeline.utils.atomic import sha256_file
 
 BLOCK_ROWS = 65536
 INDEX_ATTRIBUTES = (*ROOT_ATTRIBUTES, "shards")
-FRAME_DATASETS = ("latents", "latents_scale", "codes")
-IDENTITY = ("content_sha256", "autoencoder_weights_sha256", "stage_hash", "items", "frames")  # /shards/* of an index
+IDENTITY = SHARD_IDENTITY_STRINGS + SHARD_IDENTITY_COUNTS  # /shards/* of an index
 EXPECTED = ("autoencoder_weights_sha256", "stage_hash")  # what an experiment can demand
 STATS_RTOL, STATS_ATOL = 1e-6, 1e-6  # recomputed mean/std differ from the stored ones only by summation order
 
@@ -221,7 +225,7 @@ def _read_rows(dataset: h5py.Dataset, start: int, end: int, scan: Scan) -> Itera
 def _check_digests(store: Store) -> Iterator[str]:
     """Every dataset's recorded sha256 against its values now, and the root content_sha256."""
     recorded = dataset_digests(store.file)
-    unhashed = _datasets_without_digest(store.file)
+    unhashed = [name for name, dataset in stored_datasets(store.file).items() if DIGEST_ATTRIBUTE not in dataset.attrs]
     if unhashed:
         yield f"dataset(s) without a {DIGEST_ATTRIBUTE} attribute: {', '.join(unhashed)}"
     for name, digest in recorded.items():
@@ -236,17 +240,6 @@ def _check_digests(store: Store) -> Iterator[str]:
             )
     if store.attributes.get("content_sha256") != combined_digest(recorded):
         yield "content_sha256 does not match the datasets' digests (a dataset was added, removed or re-hashed)"
-
-
-def _datasets_without_digest(file: h5py.File) -> list[str]:
-    names: list[str] = []
-
-    def visit(name: str, node: Any) -> None:
-        if isinstance(node, h5py.Dataset) and not node.is_virtual and DIGEST_ATTRIBUTE not in node.attrs:
-            names.append("/" + name)
-
-    file.visititems(visit)
-    return names
 
 
 def _check_stats(store: Store) -> Iterator[str]:
@@ -319,7 +312,7 @@ def _check_identities(store: Store, present: list[str]) -> Iterator[str]:
     for row, name in enumerate(names):
         if name not in present:
             continue
-        recorded = {column: _plain_value(group[column][row]) for column in IDENTITY}
+        recorded = {column: plain_value(group[column][row]) for column in IDENTITY}
         now = read_attributes(store.path.parent / name)
         changed = [
             f"{column}: recorded {recorded[column]}, now {now.get(column)}"
@@ -328,12 +321,6 @@ def _check_identities(store: Store, present: list[str]) -> Iterator[str]:
         ]
         if changed:
             yield f"{name} changed since the index was built ({'; '.join(changed)}): re-run index"
-
-
-def _plain_value(value: Any) -> Any:
-    return (
-        value.decode("utf-8") if isinstance(value, bytes) else value.item() if isinstance(value, np.generic) else value
-    )
 
 
 def _check_expected(store: Store) -> Iterator[str]:
