@@ -236,6 +236,13 @@ def public_tmp():
         probe.chmod(0)
         if subprocess.run([*SETPRIV, "cat", str(probe)], capture_output=True).returncode == 0:
             pytest.skip("the unprivileged user can still read a mode-000 file")
+        imports = subprocess.run(
+            [*SETPRIV, sys.executable, "-c", "import pipeline"], capture_output=True, cwd=REPO_ROOT
+        )
+        if imports.returncode != 0:  # e.g. a checkout under a 0700 `mktemp -d` folder
+            pytest.skip(
+                f"the unprivileged user cannot import the package from {REPO_ROOT} (a parent is not traversable)"
+            )
         yield base
     finally:
         shutil.rmtree(base, ignore_errors=True)
