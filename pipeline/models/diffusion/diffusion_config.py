@@ -1,0 +1,106 @@
+"""`DiffusionModelConfig` (torch-free): a backbone, its conditioners, the objective and how training
+draws timesteps and drops conditions. The model is `pipeline.models.diffusion.model:DiffusionModel`.
+
+The layout is stable-audio-tools' `diffusion_cond` model: `conditioners` and `cond_dim` are its
+`conditioning.configs` / `conditioning.cond_dim`, the id lists its `diffusion.*_cond_ids`. Every
+conditioner emits tokens of width cond_dim; cross-attention ids are joined along the sequence (the
+backbone's cond_token_dim input is cond_dim, projected or not), global ids' first tokens along the
+channels (its global_cond_dim input is cond_dim x their number: Stable Audio Open's 768 x 2 = 1536)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pipeline.config.base import ComponentConfig, check_fields
+from pipeline.config.registry import component_union, discover, register_config
+
+# The backbone and conditioner configs must be registered before the unions below are built. Inside
+# discover() itself (this module is one it imports) the nested call imports the rest and returns.
+discover()
+
+Problems = list[tuple[tuple[str | int, ...], str]]
+
+
+@register_config("model", "diffusion", component="pipeline.models.diffusion.model:DiffusionModel")
+class DiffusionModelConfig(ComponentConfig):
+    type: Literal["diffusion"] = "diffusion"
+    backbone: component_union("backbone") = Field(  # type: ignore[valid-type]
+        description="the denoising network, e.g. {type: dit, ...}"
+    )
+    objective: Literal["v", "rectified_flow"] = Field(
+        "v", description="v: cosine schedule, v-prediction; rectified_flow: linear path, velocity noise - data"
+    )
+    timestep_sampler: Literal["uniform", "logit_normal"] = Field(
+        "uniform", description="how training draws t: U[0, 1), or sigmoid of a standard normal"
+    )
+    conditioners: tuple[component_union("conditioner"), ...] = Field(  # type: ignore[valid-type]
+        (), max_length=64, description="what the model is conditioned on, each read from one metadata field"
+    )
+    cond_dim: int = Field(0, ge=0, le=8192, description="width of every conditioner's tokens; > 0 with conditioners")
+    cross_attention_cond_ids: tuple[str, ...] = Field(
+        (), max_length=64, description="conditioners whose tokens the backbone cross-attends to, in this order"
+    )
+    global_cond_ids: tuple[str, ...] = Field(
+        (), max_length=64, description="conditioners whose first token, joined along channels, is the global condition"
+    )
+    cfg_dropout: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="probability per training sample of replacing its cross-attention tokens by the null "
+        "(zeros), so classifier-free guidance has an unconditional model",
+    )
+
+    @property
+    def conditioning_fields(self) -> tuple[str, ...]:
+        """The metadata fields the conditioners read, each once, in conditioner order."""
+        return tuple(dict.fromkeys(conditioner.source_field for conditioner in self.conditioners))
+
+    @model_validator(mode="after")
+    def _check_conditioning(self) -> DiffusionModelConfig:
+        check_fields(self, self._id_problems() + self._width_problems())
+        return self
+
+    def _id_problems(self) -> Problems:
+        problems: Problems = []
+        ids = [conditioner.id for conditioner in self.conditioners]
+        used = {*self.cross_attention_cond_ids, *self.global_cond_ids}
+        for index, name in enumerate(ids):
+            if name in ids[:index]:
+                problems.append((("conditioners", index, "id"), f"'{name}' names two conditioners"))
+            elif name not in used:
+                message = f"'{name}' is used by neither cross_attention_cond_ids nor global_cond_ids"
+                problems.append((("conditioners", index, "id"), message))
+        for field in ("cross_attention_cond_ids", "global_cond_ids"):
+            listed = getattr(self, field)
+            for index, name in enumerate(listed):
+                if name not in ids:
+                    known = ", ".join(ids) if ids else "none"
+                    problems.append(((field, index), f"'{name}' names no conditioner (conditioners: {known})"))
+                elif name in listed[:index]:
+                    problems.append(((field, index), f"'{name}' is listed twice"))
+        if self.conditioners and self.cond_dim == 0:
+            problems.append((("cond_dim",), "must be positive: it is the width of the conditioners' tokens"))
+        return problems
+
+    def _width_problems(self) -> Problems:
+        """The backbone's condition inputs must be exactly as wide as what the conditioners feed them
+        (0 where nothing does: an unfed input layer would be parameters that never get a gradient)."""
+        problems: Problems = []
+        token_dim = getattr(self.backbone, "cond_token_dim", None)
+        expected = self.cond_dim if self.cross_attention_cond_ids else 0
+        if token_dim is not None and token_dim != expected:
+            why = "cond_dim" if self.cross_attention_cond_ids else "0: no cross_attention_cond_ids"
+            problems.append((("backbone", "cond_token_dim"), f"must be {why} = {expected}, got {token_dim}"))
+        global_dim = getattr(self.backbone, "global_cond_dim", None)
+        expected = self.cond_dim * len(self.global_cond_ids)
+        if global_dim is not None and global_dim != expected:
+            why = (
+                f"cond_dim x {len(self.global_cond_ids)} global_cond_ids"
+                if self.global_cond_ids
+                else "0: no global_cond_ids"
+            )
+            problems.append((("backbone", "global_cond_dim"), f"must be {why} = {expected}, got {global_dim}"))
+        return problems

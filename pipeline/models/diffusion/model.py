@@ -1,0 +1,128 @@
+"""The conditioned diffusion model: conditioners + a backbone + an objective, with CFG dropout in
+training and classifier-free guidance in sampling (stable-audio-tools' ConditionedDiffusionModelWrapper
+and the CFG part of its DiT).
+
+State-dict layout: `conditioner.conditioners.<id>.*` as SAT's MultiConditioner, and `model.*` the
+backbone (SAT nests its DiT one level deeper, `model.model.*`).
+
+The null condition is SAT's: cross-attention tokens become zeros (masks kept), and the global
+condition is kept as it is, in training dropout and in guidance alike; for Stable Audio Open it is
+the timing (seconds_start, seconds_total), which guidance should not remove. So a model whose only
+conditions are global has no unconditional mode: its dropout and guidance change nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.config.registry import build, register
+from pipeline.models.diffusion import objectives, samplers
+from pipeline.models.diffusion.diffusion_config import DiffusionModelConfig
+
+Tensor = torch.Tensor
+Conditioning = dict[str, Tensor | None]  # cross_attn_cond, cross_attn_mask, global_cond
+
+
+class MultiConditioner(nn.Module):
+    """The conditioners by id (`conditioners.<id>`, SAT's key layout)."""
+
+    def __init__(self, config: DiffusionModelConfig):
+        super().__init__()
+        self.conditioners = nn.ModuleDict(
+            {c.id: build("conditioner", c, output_dim=config.cond_dim) for c in config.conditioners}
+        )
+        self.fields = {c.id: c.source_field for c in config.conditioners}
+
+    def forward(self, values: Mapping[str, Sequence[Any]], ids: Sequence[str]) -> dict[str, tuple[Tensor, Tensor]]:
+        """(tokens, mask) of each conditioner in `ids`, from `values[its field]`."""
+        missing = sorted({self.fields[i] for i in ids} - set(values))
+        if missing:
+            raise KeyError(f"conditioning values lack the field(s) {', '.join(missing)}")
+        return {i: self.conditioners[i](values[self.fields[i]]) for i in ids}
+
+
+@register("model", "diffusion", config=DiffusionModelConfig)
+class DiffusionModel(nn.Module):
+    def __init__(self, config: DiffusionModelConfig, io_channels: int):
+        super().__init__()
+        self.config = config
+        self.io_channels = io_channels
+        self.objective = config.objective
+        self.conditioner = MultiConditioner(config)
+        self.model = build("backbone", config.backbone, io_channels=io_channels)
+
+    def conditioning(self, values: Mapping[str, Sequence[Any]]) -> Conditioning:
+        """Backbone inputs from metadata (`values[field]`: one value per item): the cross-attention
+        ids' tokens and masks joined along the sequence, the global ids' first tokens along channels."""
+        cross_ids, global_ids = self.config.cross_attention_cond_ids, self.config.global_cond_ids
+        outputs = self.conditioner(values, list(dict.fromkeys((*cross_ids, *global_ids))))
+        cond: Conditioning = {"cross_attn_cond": None, "cross_attn_mask": None, "global_cond": None}
+        if cross_ids:
+            cond["cross_attn_cond"] = torch.cat([outputs[i][0] for i in cross_ids], dim=1)
+            mask = torch.cat([outputs[i][1] for i in cross_ids], dim=1)
+            # A sample with no real token would attend to nothing (NaN); its tokens are zero there (the null).
+            cond["cross_attn_mask"] = mask | ~mask.any(dim=1, keepdim=True)
+        if global_ids:
+            cond["global_cond"] = torch.cat([outputs[i][0][:, 0] for i in global_ids], dim=-1)
+        return cond
+
+    @staticmethod
+    def null_conditioning(cond: Conditioning, drop: Tensor | None = None) -> Conditioning:
+        """`cond` with the cross-attention tokens of the samples in `drop` (B,) bool (all if None) zeroed."""
+        tokens = cond["cross_attn_cond"]
+        if tokens is None:
+            return dict(cond)
+        null = torch.zeros_like(tokens)
+        return {**cond, "cross_attn_cond": null if drop is None else torch.where(drop[:, None, None], null, tokens)}
+
+    def loss(
+        self, latents: Tensor, mask: Tensor | None, values: Mapping[str, Sequence[Any]], generator: torch.Generator
+    ) -> tuple[Tensor, dict[str, float]]:
+        """The objective's masked MSE on `latents` (B, C, T) with padding `mask` (B, T) (True: real).
+        t, the noise and the CFG dropout are drawn from `generator` (on its device), in that order."""
+        x = latents.float()
+        batch = x.shape[0]
+        t = objectives.sample_timesteps(self.config.timestep_sampler, batch, generator).to(x.device)
+        noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device)
+        drop = (torch.rand(batch, generator=generator, device=generator.device) < self.config.cfg_dropout).to(x.device)
+        cond = self.null_conditioning(self.conditioning(values), drop)
+        noised, target = objectives.noised_and_target(self.objective, x, noise, t)
+        output = self.model(noised, t, **cond, mask=mask)
+        loss = objectives.masked_mse(output, target, mask)
+        mse, t_mean, dropped = torch.stack([loss.detach(), t.mean(), drop.float().mean()]).tolist()
+        return loss, {"mse": mse, "t_mean": t_mean, "cfg_dropped": dropped}
+
+    @torch.no_grad()
+    def generate(
+        self,
+        noise: Tensor,
+        values: Mapping[str, Sequence[Any]],
+        steps: int,
+        cfg_scale: float = 1.0,
+        sampler: str | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        """Latents (B, C, T) float32 from `noise` (B, C, T) at t = 1, deterministically (no fresh noise).
+        cfg_scale != 1 runs the conditioned and null passes as one batch: null + (cond - null) * scale.
+        `sampler`: one of samplers.SAMPLERS; None picks the objective's default. Train/eval mode is the
+        caller's."""
+        cond = self.conditioning(values)
+        guided = cfg_scale != 1.0 and cond["cross_attn_cond"] is not None
+        if guided:
+            cond = _batched(cond, self.null_conditioning(cond))
+            mask = None if mask is None else torch.cat([mask, mask])
+
+        def denoise(x: Tensor, t: Tensor) -> Tensor:
+            if not guided:
+                return self.model(x, t, **cond, mask=mask).float()
+            out_cond, out_null = self.model(torch.cat([x, x]), torch.cat([t, t]), **cond, mask=mask).float().chunk(2)
+            return out_null + (out_cond - out_null) * cfg_scale
+
+        return samplers.sample(denoise, noise, steps, self.objective, sampler)
+
+
+def _batched(a: Conditioning, b: Conditioning) -> Conditioning:
+    return {key: None if a[key] is None else torch.cat([a[key], b[key]]) for key in a}
