@@ -44,7 +44,7 @@ STD_FLOOR = 1e-5  # a channel whose std is below this (a collapsed VAE channel) 
 
 
 # --- statistics and normalisation -----------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # numpy fields: no field-wise ==
 class LatentStats:
     """Per-channel mean/std over every frame of the stores (float64, (latent_dim,) each)."""
 
@@ -89,7 +89,7 @@ def denormalise(latents: Any, stats: LatentStats, mode: Normalise) -> Any:
 
 
 # --- the item table -------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # numpy fields: no field-wise ==
 class ItemTable:
     """Every item of an index (or of a list of stores), from /index alone.
 

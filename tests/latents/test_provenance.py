@@ -190,3 +190,25 @@ def test_no_items(experiment):
 def test_every_refusal_is_user_facing():
     for error in (MissingIndex, MissingStore, ChangedStore, ForeignStore, WrongKind, NoItems, MissingField):
         assert issubclass(error, UserFacingError)
+
+
+@pytest.mark.slow
+def test_stores_pre_encode_writes_pass(sharded_experiment):
+    """The real stages: shards from audio, a saved autoencoder, pre-encode and index -> accepted, read."""
+    import torch
+
+    from pipeline.encode.pre_encode import pre_encode_all
+    from pipeline.latents.index import build_index
+    from pipeline.models.autoencoder.checkpoints import save_autoencoder
+    from pipeline.models.autoencoder.model import Autoencoder
+
+    experiment = load_experiment(sharded_experiment(pre_encode={"store_scale": True, "num_workers": 0}))
+    torch.manual_seed(0)
+    model = Autoencoder(experiment.autoencoder.model, experiment.data.sample_rate).eval()
+    save_autoencoder(model, layout_of(experiment).autoencoder_weights, stage_hash(experiment, "train_autoencoder"))
+    pre_encode_all(experiment, progress=False)
+    info = check_training_stores(experiment, build_index(experiment), want_discrete=False)
+    assert info.latent_dim == experiment.autoencoder.model.latent_dim and info.has_scale and info.items > 0
+    dataset = LatentCrops(info.table, 64, seed=experiment.seed, normalise="per_channel", posterior_sample=True)
+    example = dataset[next(iter(RankBatches(info.items, experiment.seed, 0, 1)))[0]]
+    assert example["latents"].shape == (info.latent_dim, 64) and torch.isfinite(example["latents"]).all()
