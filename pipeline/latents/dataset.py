@@ -22,7 +22,7 @@ import json
 import math
 import multiprocessing.util
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -505,17 +505,18 @@ def make_loader(
     num_workers: int = 0,
     prefetch_factor: int = 2,
     pin_memory: bool = False,
+    collate_fn: Callable[[list[dict[str, Any]]], Any] = collate,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader over `batches` (whole index batches, in order: deterministic at any worker count).
     Workers persist across iterations and open the files themselves; the parent's handles are closed
-    first so none crosses the fork."""
+    first so none crosses the fork. `collate_fn` (run in the workers) defaults to `collate`."""
     dataset.close()
     workers = num_workers > 0
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=batches,
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=collate_fn,
         pin_memory=pin_memory,
         worker_init_fn=open_in_worker if workers else None,
         persistent_workers=workers,

@@ -182,7 +182,9 @@ def test_loader_with_workers_equals_inline_and_opens_files_in_workers(index: Pat
         assert torch.equal(mine["seconds_start"], theirs["seconds_start"])
     expected = [pair for micro in itertools.islice(batches, 7) for pair in micro]
     assert [(int(i), int(e)) for batch in inline for i, e in zip(batch["item"], batch["epoch"])] == expected
-    make_loader(dataset, batches)  # closes the parent's handles before any fork
+    keys_only = make_loader(dataset, batches, num_workers=1, collate_fn=lambda examples: [e["key"] for e in examples])
+    assert next(iter(keys_only)) == inline[0]["key"]  # a caller's collate_fn, run in the worker
+    assert open_files(tmp_path) == [] and not dataset.is_open  # make_loader closed the parent's handles
     assert open_files(tmp_path) == [] and not dataset.is_open
 
 
