@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from pipeline.config.registry import build
 from pipeline.models.diffusion import objectives, samplers
 from pipeline.models.diffusion.diffusion_config import DiffusionModelConfig
+from pipeline.models.diffusion.model import LossDraws
 from tests.conftest import SAT_CONFIGS
 
 COND_DIM = 16
@@ -157,7 +158,11 @@ def test_a_conditioner_reads_its_field():
         backbone={"type": "dit", "embed_dim": 64, "depth": 1, "num_heads": 2, "cond_token_dim": COND_DIM},
     )
     assert model.config.conditioning_fields == ("seconds_start",)
-    assert model.conditioning({"seconds_start": [1.0, 2.0]})["cross_attn_cond"].shape == (2, 1, COND_DIM)
+    by_field = model.conditioning({"seconds_start": [1.0, 2.0]})["cross_attn_cond"]
+    assert by_field.shape == (2, 1, COND_DIM)
+    # keyed by id, the id wins over the field (SAT's MultiConditioner and its default_keys)
+    by_id = model.conditioning({"start": [1.0, 2.0], "seconds_start": [5.0, 6.0]})["cross_attn_cond"]
+    assert torch.equal(by_id, by_field)
 
 
 @pytest.mark.parametrize("objective, sampler", [("v", "logit_normal"), ("rectified_flow", "uniform")])
@@ -181,6 +186,21 @@ def test_loss_is_the_objective_on_draws_from_the_generator(objective, sampler):
     )
     again, _ = model.loss(x, mask, VALUES, torch.Generator().manual_seed(7))
     assert torch.equal(loss, again)
+
+
+def test_draws_given_by_the_caller_are_the_generators_draws():
+    model = make(cfg_dropout=0.5)
+    x = latents()
+    draws = LossDraws.draw(torch.Generator().manual_seed(9), x.shape, "uniform", 0.5)
+    from_generator, _ = model.loss(x, None, VALUES, torch.Generator().manual_seed(9))
+    from_draws, info = model.loss(x, None, VALUES, draws)
+    assert torch.equal(from_generator, from_draws)
+    _, info = model.loss(
+        x, None, VALUES, LossDraws(noise=draws.noise, t=draws.t, keep=torch.zeros(4, dtype=torch.bool))
+    )
+    assert info["cfg_dropped"] == 1.0
+    with pytest.raises(ValueError, match="must be noise of that shape"):
+        model.loss(x, None, VALUES, LossDraws(noise=draws.noise[:2], t=draws.t, keep=draws.keep))
 
 
 def test_padded_frames_do_not_change_the_loss():

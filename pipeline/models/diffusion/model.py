@@ -13,6 +13,7 @@ conditions are global has no unconditional mode: its dropout and guidance change
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,6 +27,30 @@ Tensor = torch.Tensor
 Conditioning = dict[str, Tensor | None]  # cross_attn_cond, cross_attn_mask, global_cond
 
 
+@dataclass(frozen=True)
+class LossDraws:
+    """A training step's randomness: noise (B, C, T), t (B,) in [0, 1] and keep (B,) bool (False: the
+    sample's cross-attention condition is replaced by the null). A caller may draw them per item (in
+    DataLoader workers) or let `draw` take them from one generator."""
+
+    noise: Tensor
+    t: Tensor
+    keep: Tensor
+
+    @classmethod
+    def draw(
+        cls, generator: torch.Generator, shape: torch.Size, timestep_sampler: str, cfg_dropout: float
+    ) -> LossDraws:
+        """t, then the noise, then the dropout, from `generator` on its own device."""
+        t = objectives.sample_timesteps(timestep_sampler, shape[0], generator)
+        noise = torch.randn(shape, generator=generator, device=generator.device)
+        keep = torch.rand(shape[0], generator=generator, device=generator.device) >= cfg_dropout
+        return cls(noise=noise, t=t, keep=keep)
+
+    def to(self, device: torch.device) -> LossDraws:
+        return LossDraws(noise=self.noise.float().to(device), t=self.t.float().to(device), keep=self.keep.to(device))
+
+
 class MultiConditioner(nn.Module):
     """The conditioners by id (`conditioners.<id>`, SAT's key layout)."""
 
@@ -37,11 +62,12 @@ class MultiConditioner(nn.Module):
         self.fields = {c.id: c.source_field for c in config.conditioners}
 
     def forward(self, values: Mapping[str, Sequence[Any]], ids: Sequence[str]) -> dict[str, tuple[Tensor, Tensor]]:
-        """(tokens, mask) of each conditioner in `ids`, from `values[its field]`."""
-        missing = sorted({self.fields[i] for i in ids} - set(values))
+        """(tokens, mask) of each conditioner in `ids`, from `values[id]`, else `values[its field]`
+        (SAT's MultiConditioner with its default_keys)."""
+        missing = sorted({self.fields[i] for i in ids if i not in values and self.fields[i] not in values})
         if missing:
             raise KeyError(f"conditioning values lack the field(s) {', '.join(missing)}")
-        return {i: self.conditioners[i](values[self.fields[i]]) for i in ids}
+        return {i: self.conditioners[i](values[i] if i in values else values[self.fields[i]]) for i in ids}
 
 
 @register("model", "diffusion", config=DiffusionModelConfig)
@@ -55,8 +81,9 @@ class DiffusionModel(nn.Module):
         self.model = build("backbone", config.backbone, io_channels=io_channels)
 
     def conditioning(self, values: Mapping[str, Sequence[Any]]) -> Conditioning:
-        """Backbone inputs from metadata (`values[field]`: one value per item): the cross-attention
-        ids' tokens and masks joined along the sequence, the global ids' first tokens along channels."""
+        """Backbone inputs from one value per item for each conditioner (`values[id]` or
+        `values[field]`): the cross-attention ids' tokens and masks joined along the sequence, the
+        global ids' first tokens along channels."""
         cross_ids, global_ids = self.config.cross_attention_cond_ids, self.config.global_cond_ids
         outputs = self.conditioner(values, list(dict.fromkeys((*cross_ids, *global_ids))))
         cond: Conditioning = {"cross_attn_cond": None, "cross_attn_mask": None, "global_cond": None}
@@ -79,20 +106,24 @@ class DiffusionModel(nn.Module):
         return {**cond, "cross_attn_cond": null if drop is None else torch.where(drop[:, None, None], null, tokens)}
 
     def loss(
-        self, latents: Tensor, mask: Tensor | None, values: Mapping[str, Sequence[Any]], generator: torch.Generator
+        self,
+        latents: Tensor,
+        mask: Tensor | None,
+        values: Mapping[str, Sequence[Any]],
+        draws: torch.Generator | LossDraws,
     ) -> tuple[Tensor, dict[str, float]]:
         """The objective's masked MSE on `latents` (B, C, T) with padding `mask` (B, T) (True: real).
-        t, the noise and the CFG dropout are drawn from `generator` (on its device), in that order."""
+        `draws`: the step's t, noise and CFG dropout, or a generator to draw them from (`LossDraws.draw`)."""
         x = latents.float()
-        batch = x.shape[0]
-        t = objectives.sample_timesteps(self.config.timestep_sampler, batch, generator).to(x.device)
-        noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device)
-        drop = (torch.rand(batch, generator=generator, device=generator.device) < self.config.cfg_dropout).to(x.device)
-        cond = self.null_conditioning(self.conditioning(values), drop)
-        noised, target = objectives.noised_and_target(self.objective, x, noise, t)
-        output = self.model(noised, t, **cond, mask=mask)
+        if isinstance(draws, torch.Generator):
+            draws = LossDraws.draw(draws, x.shape, self.config.timestep_sampler, self.config.cfg_dropout)
+        _check_draws(draws, x)
+        draws = draws.to(x.device)
+        cond = self.null_conditioning(self.conditioning(values), ~draws.keep)
+        noised, target = objectives.noised_and_target(self.objective, x, draws.noise, draws.t)
+        output = self.model(noised, draws.t, **cond, mask=mask)
         loss = objectives.masked_mse(output, target, mask)
-        mse, t_mean, dropped = torch.stack([loss.detach(), t.mean(), drop.float().mean()]).tolist()
+        mse, t_mean, dropped = torch.stack([loss.detach(), draws.t.mean(), (~draws.keep).float().mean()]).tolist()
         return loss, {"mse": mse, "t_mean": t_mean, "cfg_dropped": dropped}
 
     @torch.no_grad()
@@ -122,6 +153,17 @@ class DiffusionModel(nn.Module):
             return out_null + (out_cond - out_null) * cfg_scale
 
         return samplers.sample(denoise, noise, steps, self.objective, sampler)
+
+
+def _check_draws(draws: LossDraws, x: Tensor) -> None:
+    batch = x.shape[0]
+    if draws.noise.shape != x.shape or draws.t.shape != (batch,) or draws.keep.shape != (batch,):
+        shapes = f"noise {tuple(draws.noise.shape)}, t {tuple(draws.t.shape)}, keep {tuple(draws.keep.shape)}"
+        raise ValueError(
+            f"draws for latents {tuple(x.shape)} must be noise of that shape, t and keep ({batch},); got {shapes}"
+        )
+    if draws.keep.dtype != torch.bool:
+        raise ValueError(f"draws.keep must be bool, got {draws.keep.dtype}")
 
 
 def _batched(a: Conditioning, b: Conditioning) -> Conditioning:
