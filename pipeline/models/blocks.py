@@ -78,23 +78,18 @@ def apply_rotary(x: Tensor, freqs: Tensor) -> Tensor:
 def attention_mask(
     key_mask: Tensor | None, causal: bool, q_len: int, k_len: int, device: torch.device
 ) -> Tensor | None:
-    """Boolean sdpa mask (True: attend), broadcast to (batch, heads, q_len, k_len), or None when all
-    attend. A query with no allowed key would give NaN, which reaches real outputs through 0 * NaN
-    in later layers, so such a query attends to every key (causal: to itself) instead."""
-    if key_mask is None and not causal:
-        return None
-    allowed = torch.ones(1, 1, q_len, k_len, dtype=torch.bool, device=device)
+    """Boolean sdpa mask (True: attend), broadcastable to (batch, heads, q_len, k_len), or None when
+    all attend. A query with no allowed key would give NaN, which reaches real outputs through 0 * NaN
+    in later layers, so such a query attends to every key (causal: to itself) instead. Causal masks
+    are aligned bottom-right: the last query sees every key (a cache of earlier keys works)."""
+    mask = None
     if key_mask is not None:
-        allowed = allowed & key_mask[:, None, None, :]
-    if causal:
-        allowed = allowed & torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)
-        return allowed | _eye(q_len, k_len, device)
-    return allowed | ~allowed.any(dim=-1, keepdim=True)
-
-
-def _eye(q_len: int, k_len: int, device: torch.device) -> Tensor:
-    """Each query's own key, the last q_len keys (a causal query always sees itself)."""
-    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len).triu(k_len - q_len)
+        mask = (key_mask | ~key_mask.any(dim=-1, keepdim=True))[:, None, None, :]
+    if not causal:
+        return mask
+    offset = k_len - q_len
+    lower = torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(offset)
+    return lower if mask is None else (mask & lower) | lower.triu(offset)
 
 
 class Attention(nn.Module):
@@ -136,9 +131,12 @@ class Attention(nn.Module):
         q, k, v = self._project(x, context)
         if rotary is not None:
             q, k = apply_rotary(q, rotary).to(v.dtype), apply_rotary(k, rotary).to(v.dtype)
-        causal = self.causal if causal is None else causal
-        mask = attention_mask(key_mask, causal and q.shape[-2] > 1, q.shape[-2], k.shape[-2], q.device)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        causal = (self.causal if causal is None else causal) and q.shape[-2] > 1
+        if causal and key_mask is None and q.shape[-2] == k.shape[-2]:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # lets sdpa pick a fused kernel
+        else:
+            mask = attention_mask(key_mask, causal, q.shape[-2], k.shape[-2], q.device)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.to_out(out.transpose(1, 2).flatten(2))
 
     def _project(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:

@@ -10,7 +10,7 @@ import torch
 from pydantic import ValidationError
 
 from pipeline.config.registry import build
-from pipeline.models.blocks import ContinuousTransformer
+from pipeline.models.blocks import ContinuousTransformer, attention_mask
 from pipeline.models.diffusion.dit import DiffusionTransformer
 from pipeline.models.diffusion.dit_config import DiTConfig
 
@@ -132,6 +132,19 @@ def test_causal_with_left_padding_stays_finite():
         out_other = model(torch.cat((torch.randn(1, 3, 6), x[:, 3:]), dim=1), mask=mask)
     assert torch.isfinite(out).all()
     assert torch.allclose(out[:, 3:], out_other[:, 3:], atol=1e-6)
+
+
+def test_causal_mask_path_agrees_with_the_fused_one():
+    model = causal_transformer()
+    x = torch.randn(2, 10, 6)
+    with torch.no_grad():
+        fused, masked = model(x), model(x, mask=torch.ones(2, 10, dtype=torch.bool))
+    assert torch.allclose(fused, masked, atol=1e-6)
+
+
+def test_attention_mask_aligns_causal_queries_with_the_last_keys():
+    mask = attention_mask(torch.tensor([[False, True, True, True]]), True, 2, 4, torch.device("cpu"))
+    assert mask.squeeze().tolist() == [[False, True, True, False], [False, True, True, True]]
 
 
 def test_io_channels_come_from_the_argument_when_the_config_has_none():

@@ -46,18 +46,7 @@ class DiffusionTransformer(nn.Module):
         if config.global_cond_dim > 0:
             global_embed_dim = embed_dim if config.project_global_cond else config.global_cond_dim
             self.to_global_embed = _mlp(config.global_cond_dim, global_embed_dim, bias=False)
-        self.transformer = ContinuousTransformer(
-            dim=embed_dim,
-            depth=config.depth,
-            dim_heads=config.head_dim,
-            dim_in=self.io_channels * self.patch_size,
-            dim_out=self.io_channels * self.patch_size,
-            cross_attend=config.cond_token_dim > 0,
-            cond_token_dim=cond_embed_dim if config.cond_token_dim > 0 else None,
-            global_cond_dim=embed_dim if config.global_cond_type == "adaLN" else None,
-            ff_mult=config.ff_mult,
-            checkpointing=config.checkpointing,
-        )
+        self.transformer = _transformer(config, self.io_channels * self.patch_size, cond_embed_dim)
         self.preprocess_conv = _zero_conv(self.io_channels)
         self.postprocess_conv = _zero_conv(self.io_channels)
 
@@ -133,6 +122,22 @@ class DiffusionTransformer(nn.Module):
             raise ValueError("cross_attn_cond given, but the DiT was built with cond_token_dim 0")
         if global_cond is not None and not hasattr(self, "to_global_embed"):
             raise ValueError("global_cond given, but the DiT was built with global_cond_dim 0")
+
+
+def _transformer(config: DiTConfig, channels: int, cond_embed_dim: int) -> ContinuousTransformer:
+    """Tokens of `channels` (io_channels * patch_size) in and out; adaLN gets the embed_dim-wide global embedding."""
+    return ContinuousTransformer(
+        dim=config.embed_dim,
+        depth=config.depth,
+        dim_heads=config.head_dim,
+        dim_in=channels,
+        dim_out=channels,
+        cross_attend=config.cond_token_dim > 0,
+        cond_token_dim=cond_embed_dim if config.cond_token_dim > 0 else None,
+        global_cond_dim=config.embed_dim if config.global_cond_type == "adaLN" else None,
+        ff_mult=config.ff_mult,
+        checkpointing=config.checkpointing,
+    )
 
 
 def _io_channels(config: DiTConfig, io_channels: int | None) -> int:
