@@ -1,7 +1,8 @@
 # Audio -> shards -> latents -> models. Run from the repository root:
 #   snakemake --profile profiles/local [--config experiment=configs/experiments/my_run.yaml] [TARGET]
 # Targets without wildcards, one per stage: shard, train_autoencoder (when no pretrained checkpoint is
-# configured), pre_encode (stores + index, when the experiment has an autoencoder); `all` is the default.
+# configured), pre_encode (stores + index, when the experiment has an autoencoder), train and sample
+# (when it has a train section); `all` is the default.
 # The experiment is loaded and validated once in workflow/rules/common.smk; stages live in their own files.
 
 
@@ -15,6 +16,12 @@ if AUTOENCODER_WEIGHTS is not None:  # experiments without an autoencoder stop a
     include: "workflow/rules/pre_encode.smk"
 
 
+if AUTOENCODER_WEIGHTS is not None and EXPERIMENT.train is not None:
+
+    include: "workflow/rules/train.smk"
+    include: "workflow/rules/sample.smk"
+
+
 # The default target stays here: Snakemake ignores both `default_target` and rule order in included
 # files (snakemake issues #2056, #2773), so the one rule of this file is the aggregate of every stage.
 rule all:
@@ -22,3 +29,4 @@ rule all:
     input:
         rules.shard.input,
         rules.pre_encode.input if AUTOENCODER_WEIGHTS is not None else [],
+        rules.sample.input if AUTOENCODER_WEIGHTS is not None and EXPERIMENT.train is not None else [],

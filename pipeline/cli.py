@@ -146,6 +146,44 @@ def cmd_train_autoencoder(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from pipeline.train.loop import EXIT_REQUEUE
+    from pipeline.train.stage import train_stage
+
+    result = train_stage(_load(args), progress=not args.quiet, max_steps=args.max_steps)
+    print(result.line("train"))
+    return EXIT_REQUEUE if result.stopped_by else 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from pipeline.sample.generate import sample_stage
+
+    experiment = _load(args)
+    written = sample_stage(experiment, _sample_settings(experiment, args), progress=not args.quiet)
+    print(f"sample: wrote {len(written.files)} files to {written.directory}")
+    return 0
+
+
+def _sample_settings(experiment, args: argparse.Namespace):
+    """The experiment's `sample` section with the command-line flags applied."""
+    flags = {
+        "count": args.count,
+        "seconds": args.seconds,
+        "seed": args.seed,
+        "steps": args.steps,
+        "cfg_scale": args.cfg_scale,
+        "sampler": args.sampler,
+    }
+    changes = {name: value for name, value in flags.items() if value is not None}
+    conditioning = dict(experiment.sample.conditioning)
+    for item in args.set or []:
+        name, _, value = item.partition("=")
+        conditioning[name] = yaml.safe_load(value)
+    return type(experiment.sample).model_validate(
+        {**experiment.sample.model_dump(), **changes, "conditioning": conditioning}
+    )
+
+
 def cmd_pre_encode(args: argparse.Namespace) -> int:
     from pipeline.encode.pre_encode import pre_encode_all, pre_encode_shard
 
@@ -254,6 +292,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-steps", type=int, metavar="N", help="stop after step N this run (checkpointed; rerun resumes)"
     )
     train_ae.add_argument("--quiet", action="store_true", help="no progress bar")
+    train = command("train", cmd_train, "train the experiment's model on the latent stores (resumes; torchrun/srun)")
+    _add_experiment_arguments(train)
+    train.add_argument("--max-steps", type=int, metavar="N", help="stop after step N this run (checkpointed)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    sample = command("sample", cmd_sample, "generate audio with the exported model (WAV + settings JSON)")
+    _add_experiment_arguments(sample)
+    sample.add_argument("--count", type=int, help="files to generate")
+    sample.add_argument("--seconds", type=float, help="duration of each file")
+    sample.add_argument("--seed", type=int, help="noise seed (same seed, same audio)")
+    sample.add_argument("--steps", type=int, help="sampler steps")
+    sample.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (1: none)")
+    sample.add_argument("--sampler", help="euler | heun (rectified_flow), ddim | dpmpp_2m (v)")
+    sample.add_argument(
+        "--set", action="append", metavar="ID=VALUE", help="a conditioner's value, e.g. --set label=piano (repeatable)"
+    )
+    sample.add_argument("--quiet", action="store_true", help="no progress bar")
     pre = command("pre-encode", cmd_pre_encode, "encode shard tars into HDF5 latent stores (skips up-to-date ones)")
     _add_experiment_arguments(pre)
     which = pre.add_mutually_exclusive_group(required=True)

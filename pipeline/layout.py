@@ -12,8 +12,9 @@ experiment import: `Layout(experiment.work_dir)` (or `layout_of(experiment)`).
     autoencoder/runs/<run hash>/         its resumable runs: checkpoint.pt, metrics.jsonl, run.json
     latents/shard-NNNNNN.h5              one latent store per shard (stage pre_encode)
     latents/index.h5                     the index over every store (stage index)
-    train/runs/<run hash>/               training runs: checkpoint.pt, metrics.jsonl, run.json (stage train)
-    train/model.{safetensors,json}       the exported model
+    train/checkpoints/<run hash>/        training runs: step-NNNNNNNNN.pt (the newest K), metrics.jsonl,
+                                         run.json (stage train; outside the declared outputs)
+    train/model.{safetensors,json}       the exported model (EMA weights + the config that built it)
     samples/                             generated audio (stage sample)
 """
 
@@ -25,6 +26,8 @@ from typing import Any
 
 SHARD_PREFIX = "shard-"
 SHARD_DIGITS = 6
+STEP_PREFIX = "step-"
+STEP_DIGITS = 9
 
 
 def shard_name(index: int | str) -> str:
@@ -49,6 +52,19 @@ class RunFiles:
     @property
     def description(self) -> Path:
         return self.directory / "run.json"
+
+    def step_checkpoint(self, step: int) -> Path:
+        """A numbered checkpoint of a run that keeps several (the training loop's)."""
+        return self.directory / f"{STEP_PREFIX}{step:0{STEP_DIGITS}d}.pt"
+
+    def step_checkpoints(self) -> list[tuple[int, Path]]:
+        """This run's numbered checkpoints, oldest first."""
+        found = []
+        for path in self.directory.glob(f"{STEP_PREFIX}*.pt"):
+            digits = path.stem.removeprefix(STEP_PREFIX)
+            if digits.isdigit():
+                found.append((int(digits), path))
+        return sorted(found)
 
 
 @dataclass(frozen=True)
@@ -138,7 +154,7 @@ class Layout:
 
     @property
     def train_runs(self) -> Path:
-        return self.train_dir / "runs"
+        return self.train_dir / "checkpoints"
 
     def train_run(self, run_hash: str) -> RunFiles:
         return RunFiles(self.train_runs / run_hash)
@@ -148,8 +164,20 @@ class Layout:
         return self.train_dir / "model.safetensors"
 
     @property
+    def exported_description(self) -> Path:
+        return self.exported_model.with_suffix(".json")
+
+    @property
     def samples_dir(self) -> Path:
         return self.work_dir / "samples"
+
+    @property
+    def samples_settings(self) -> Path:
+        """Written last by `pipeline sample`: the settings and the list of files (the stage's output)."""
+        return self.samples_dir / "samples.json"
+
+    def sample_wav(self, number: int) -> Path:
+        return self.samples_dir / f"sample-{number:04d}.wav"
 
 
 def layout_of(experiment: Any) -> Layout:

@@ -11,6 +11,17 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_EXPERIMENT = REPO_ROOT / "configs" / "experiments" / "demo.yaml"
 SAT_CONFIGS = REPO_ROOT.parent / "shared" / "sat_configs"
+# The demo's train and sample stages cut to seconds, for tests that run the whole workflow.
+QUICK_TRAIN = {
+    "steps": 2,
+    "batch_size": 4,
+    "log_every": 1,
+    "eval_every": 2,
+    "checkpoint_every": 2,
+    "scheduler": {"warmup_steps": 0},
+    "data": {"num_workers": 0, "holdout_items": 1, "crop_frames": 32},
+}
+QUICK_SAMPLE = {"count": 1, "seconds": 1.0, "steps": 2}
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pipeline.config.base import StrictModel, check_fields
 from pipeline.config.errors import ConfigError, ConfigProblem
 from pipeline.config.loader import Document, load_document
 from pipeline.config.sections import AutoencoderConfig, DataConfig, PathsConfig, PreEncodeConfig, ResourcesConfig
+from pipeline.config.training import SampleConfig, TrainConfig
 from pipeline.config.validation import problems_from_validation_error
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -21,7 +22,7 @@ MIN_LATENT_FRAMES = 4  # latent frames in the longest item (max_item_seconds) wh
 class Experiment(StrictModel):
     """One experiment: every stage reads its settings from here.
 
-    Later stages slot in as further optional sections (autoencoder, pre_encode, train, sample)."""
+    Optional sections switch stages on: `autoencoder` (pre-encoding), `train` (training and sampling)."""
 
     name: str = Field(
         pattern=NAME_PATTERN,
@@ -35,6 +36,10 @@ class Experiment(StrictModel):
         None, description="the frozen autoencoder pre-encoding runs and sampling decodes with"
     )
     pre_encode: PreEncodeConfig = Field(default_factory=PreEncodeConfig)
+    train: TrainConfig | None = Field(
+        None, description="the model trained on the latent stores; null: stop at pre_encode"
+    )
+    sample: SampleConfig = Field(default_factory=SampleConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
 
     @model_validator(mode="before")
@@ -45,6 +50,22 @@ class Experiment(StrictModel):
             if raw["paths"].get("work_dir") is None:
                 raw = {**raw, "paths": {**raw["paths"], "work_dir": f"results/{raw['name']}"}}
         return raw
+
+    @model_validator(mode="after")
+    def _train_fits_autoencoder(self) -> Experiment:
+        """The model's geometry against the autoencoder's latents: at validation, never a shape error at step 0."""
+        if self.train is None:
+            return self
+        if self.autoencoder is None:
+            check_fields(self, [(("train",), "needs an autoencoder section: training reads the latents it encodes")])
+        assert self.autoencoder is not None
+        model = self.train.model
+        problems = [
+            (("train", "model", *loc), message) for loc, message in model.autoencoder_problems(self.autoencoder.model)
+        ]
+        problems += [(("sample", *loc), message) for loc, message in model.sample_problems(self.sample)]
+        check_fields(self, problems)
+        return self
 
     @model_validator(mode="after")
     def _autoencoder_fits_data(self) -> Experiment:

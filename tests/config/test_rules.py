@@ -39,20 +39,20 @@ def test_adamw_betas_in_range_load():
 
 @pytest.mark.parametrize("levels, at", [("[1]", "levels[0]"), ("[8, 0, 5]", "levels[1]"), ("[-3]", "levels[0]")])
 def test_fsq_levels_at_least_two(levels, at):
-    problems = _problems([FSQ[0].replace("[8, 5, 5, 5]", levels), FSQ[1]])
+    problems = _problems([FSQ[0].replace("[8, 5, 5, 5]", levels), FSQ[1], "train="])
     assert problems == {f"autoencoder.model.bottleneck.{at}": problems[f"autoencoder.model.bottleneck.{at}"]}
     assert "must be >= 2" in problems[f"autoencoder.model.bottleneck.{at}"]
 
 
 def test_fsq_codebook_must_fit_int32_codes():
-    problems = _problems([FSQ[0].replace("[8, 5, 5, 5]", "[65536, 65536, 2]"), FSQ[1]])
+    problems = _problems([FSQ[0].replace("[8, 5, 5, 5]", "[65536, 65536, 2]"), FSQ[1], "train="])
     message = problems["autoencoder.model.bottleneck.levels"]
     assert "8589934592 entries" in message and "int32" in message
-    _loads([FSQ[0].replace("[8, 5, 5, 5]", "[65536, 32768]"), FSQ[1]])  # 2^31 codes: indices fit int32
+    _loads([FSQ[0].replace("[8, 5, 5, 5]", "[65536, 32768]"), FSQ[1], "train="])  # 2^31 codes: indices fit int32
 
 
 def test_rvq_codebook_bounded():
-    problems = _problems(["autoencoder.model.bottleneck={type: rvq, codebook_size: 4294967296}", FSQ[1]])
+    problems = _problems(["autoencoder.model.bottleneck={type: rvq, codebook_size: 4294967296}", FSQ[1], "train="])
     assert "must be <= 1048576" in problems["autoencoder.model.bottleneck.codebook_size"]
 
 
@@ -199,9 +199,11 @@ def test_checkpoint_and_training_together_are_ambiguous(tmp_path):
     ["{type: tanh}", "{type: identity}", "{type: rvq, codebook_size: 64}", "{type: fsq, levels: [4, 4]}"],
 )
 def test_store_scale_needs_a_vae(bottleneck):
-    problems = _problems(["pre_encode.store_scale=true", f"autoencoder.model.bottleneck={bottleneck}", FSQ[1]])
+    problems = _problems(
+        ["pre_encode.store_scale=true", f"autoencoder.model.bottleneck={bottleneck}", FSQ[1], "train="]
+    )
     assert list(problems) == ["pre_encode.store_scale"] and "only a vae has" in problems["pre_encode.store_scale"]
-    _loads(["pre_encode.store_scale=false", f"autoencoder.model.bottleneck={bottleneck}", FSQ[1]])
+    _loads(["pre_encode.store_scale=false", f"autoencoder.model.bottleneck={bottleneck}", FSQ[1], "train="])
 
 
 def test_store_scale_with_a_vae_is_fine():
@@ -220,7 +222,7 @@ def test_segment_overlap_at_most_half_the_segment(overlap):
 
 @pytest.mark.parametrize("seconds", [1e-6, 0.001, 0.049])
 def test_max_item_seconds_has_a_floor(seconds):
-    problems = _problems([f"data.max_item_seconds={seconds}", "data.min_item_seconds=0", "autoencoder="])
+    problems = _problems([f"data.max_item_seconds={seconds}", "data.min_item_seconds=0", "autoencoder=", "train="])
     assert "must be >= 0.05" in problems["data.max_item_seconds"]
 
 

@@ -82,14 +82,18 @@ from tests.conftest import SAT_CONFIGS, deep_merge  # noqa: E402
 REQUIREMENT_ERRORS = {"missing", "union_tag_not_found"}
 VARIANTS = {
     "demo": {},
-    "fsq": {"autoencoder": {"model": {"bottleneck": {"type": "fsq", "levels": [4, 4]}, "encoder": {"latent_dim": 16}}}},
+    "fsq": {
+        "autoencoder": {"model": {"bottleneck": {"type": "fsq", "levels": [4, 4]}, "encoder": {"latent_dim": 16}}},
+        "train": None,  # a diffusion model needs continuous latents
+    },
     "rvq": {
-        "autoencoder": {"model": {"bottleneck": {"type": "rvq", "codebook_size": 64}, "encoder": {"latent_dim": 16}}}
+        "autoencoder": {"model": {"bottleneck": {"type": "rvq", "codebook_size": 64}, "encoder": {"latent_dim": 16}}},
+        "train": None,
     },
     "tanh": {"autoencoder": {"model": {"bottleneck": {"type": "tanh", "scale": 2.0}, "encoder": {"latent_dim": 16}}}},
     "identity": {"autoencoder": {"model": {"bottleneck": {"type": "identity"}, "encoder": {"latent_dim": 16}}}},
     "wav-codec": {"data": {"codec": None}},  # replaced below: a merge would keep flac's compression_level
-    "no-autoencoder": {"autoencoder": None},
+    "no-autoencoder": {"autoencoder": None, "train": None},
     "split-items": {"data": {"max_item_seconds": 4, "segment_overlap_seconds": 1.5, "shard": {"max_bytes": "1.5MiB"}}},
     "pretrained": {"autoencoder": {"checkpoint": "/models/vae.safetensors", "training": None}},
 }

@@ -51,6 +51,8 @@ def encoded_experiment(sharded_experiment):
             changes = deep_merge(
                 changes, {"pre_encode": {"store_scale": bottleneck["type"] == "vae"}}
             )  # only a VAE has one
+            if bottleneck["type"] in ("rvq", "fsq"):
+                changes["train"] = None  # the demo's diffusion model needs continuous latents
         path = sharded_experiment(name, **changes)
         experiment = load_experiment(path)
         model = random_autoencoder(experiment, seed=1)

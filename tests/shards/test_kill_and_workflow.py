@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.audio.demo import write_demo_data
-from tests.conftest import REPO_ROOT
+from tests.conftest import QUICK_SAMPLE, QUICK_TRAIN, REPO_ROOT
 
 
 def _experiment(directory: Path, audio_dir: Path, work: str, with_autoencoder: bool = True, **data) -> Path:
@@ -26,6 +26,8 @@ def _experiment(directory: Path, audio_dir: Path, work: str, with_autoencoder: b
         "autoencoder": {"training": {"steps": 2, "eval_every": 2, "checkpoint_every": 2, "holdout_items": 1}}
         if with_autoencoder
         else None,  # the demo's mono autoencoder does not fit other data
+        "train": QUICK_TRAIN if with_autoencoder else None,
+        "sample": QUICK_SAMPLE,
     }
     path = directory / f"{work}.yaml"
     path.write_text(yaml.safe_dump(document))

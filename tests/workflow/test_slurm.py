@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import DEMO_EXPERIMENT, REPO_ROOT
+from tests.conftest import DEMO_EXPERIMENT, QUICK_SAMPLE, QUICK_TRAIN, REPO_ROOT
 
 # On top of profiles/slurm, for a cluster without accounting (sacct cannot see jobs): squeue status
 # (valid while MinJobAge >= 3 x the first status check delay), no account, quick first status check.
@@ -55,6 +55,8 @@ def _experiment(directory: Path) -> Path:
         "paths": {"audio_dir": str(audio), "work_dir": str(directory / "work")},
         "data": {"shard": {"max_items": 3}},
         "autoencoder": {"training": {"steps": 2, "eval_every": 2, "checkpoint_every": 2, "holdout_items": 1}},
+        "train": QUICK_TRAIN,
+        "sample": QUICK_SAMPLE,
         # One CPU per job so both shards' jobs run side by side on a 2-core node; each pre-encode job
         # asks SLURM for a GPU (the test cluster's are placeholders: torch still encodes on the CPU).
         "resources": {

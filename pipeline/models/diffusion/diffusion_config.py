@@ -9,7 +9,7 @@ channels (its global_cond_dim input is cond_dim x their number: Stable Audio Ope
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -21,6 +21,7 @@ from pipeline.config.registry import component_union, discover, register_config
 discover()
 
 Problems = list[tuple[tuple[str | int, ...], str]]
+SAMPLERS = ("euler", "heun", "ddim", "dpmpp_2m")  # samplers.SAMPLERS, here without torch (tested equal)
 
 
 @register_config("model", "diffusion", component="pipeline.models.diffusion.model:DiffusionModel")
@@ -103,4 +104,41 @@ class DiffusionModelConfig(ComponentConfig):
                 else "0: no global_cond_ids"
             )
             problems.append((("backbone", "global_cond_dim"), f"must be {why} = {expected}, got {global_dim}"))
+        return problems
+
+    # --- checks against the rest of the experiment (called by its validator) ---------------------
+    def autoencoder_problems(self, autoencoder: Any) -> Problems:
+        """This model against the autoencoder whose latents it trains on (paths relative to train.model)."""
+        bottleneck = autoencoder.bottleneck
+        if bottleneck.is_discrete:
+            return [
+                (
+                    ("type",),
+                    f"a diffusion model trains on continuous latents, but the autoencoder's {bottleneck.type} "
+                    "bottleneck makes discrete codes; use a vae, tanh or identity bottleneck",
+                )
+            ]
+        io_channels = getattr(self.backbone, "io_channels", None)
+        if io_channels is not None and io_channels != autoencoder.latent_dim:
+            return [
+                (
+                    ("backbone", "io_channels"),
+                    f"must equal the autoencoder's latent dim ({autoencoder.latent_dim}), got {io_channels}; "
+                    "leave it out to take the autoencoder's",
+                )
+            ]
+        return []
+
+    def sample_problems(self, sample: Any) -> Problems:
+        """The experiment's `sample` section against this model (paths relative to sample)."""
+        problems: Problems = []
+        if sample.sampler is not None and sample.sampler not in SAMPLERS:
+            problems.append((("sampler",), f"'{sample.sampler}' is not one of {', '.join(SAMPLERS)}"))
+        ids = [conditioner.id for conditioner in self.conditioners]
+        for name in sample.conditioning:
+            if name not in ids:
+                known = ", ".join(ids) if ids else "none"
+                problems.append(
+                    (("conditioning", name), f"names no conditioner of train.model (conditioners: {known})")
+                )
         return problems

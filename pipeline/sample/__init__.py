@@ -1,0 +1,1 @@
+"""The sample stage: exported model + frozen autoencoder -> audio files."""

@@ -1,0 +1,154 @@
+"""`pipeline sample EXP`: the exported model + the frozen autoencoder -> WAV files under `samples/`.
+
+File i's noise comes from (seed, i) alone, so the same seed gives the same files at any batch size.
+Latents are de-normalised with the statistics the model was trained with (recorded in model.json),
+decoded, trimmed to the requested seconds and written as 16-bit WAV at the autoencoder's rate and
+channel count; `samples.json` (written last: the stage's declared output) records the settings,
+the model's stage hash and each file's sha256."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from tqdm import tqdm
+
+from pipeline.audio.io import write_audio
+from pipeline.autoencoder import experiment_autoencoder
+from pipeline.config.experiment import Experiment
+from pipeline.config.hashing import stage_hash
+from pipeline.config.registry import build
+from pipeline.config.training import SampleConfig
+from pipeline.errors import UserFacingError
+from pipeline.latents.dataset import LatentStats, denormalise
+from pipeline.layout import layout_of
+from pipeline.models.autoencoder.checkpoints import load_strict
+from pipeline.utils.atomic import atomic_path, sha256_file, write_json_atomic
+from pipeline.utils.devices import pick_device
+
+NOISE_TAG = 0x6E6F6973  # the per-file noise seed: (seed, file number, tag)
+
+
+@dataclass
+class Samples:
+    directory: Path
+    files: list[Path]
+
+
+def sample_stage(experiment: Experiment, settings: SampleConfig, progress: bool = True) -> Samples:
+    """Generate `settings.count` files with the experiment's exported model."""
+    layout = layout_of(experiment)
+    description = exported_description(experiment)
+    device = pick_device(settings.device)
+    model = load_exported(description, layout.exported_model).to(device).eval()
+    autoencoder = experiment_autoencoder(experiment).to(device).eval()
+    frames = max(1, math.ceil(settings.seconds * description["latent_rate"]))
+    samples = round(settings.seconds * autoencoder.sample_rate)
+    stats = LatentStats(np.asarray(description["latent_mean"]), np.asarray(description["latent_std"]), 0)
+    values = conditioning_values(model, settings)
+    files: list[Path] = []
+    numbers = list(range(settings.count))
+    bar = tqdm(total=settings.count, desc="sample", unit="file", disable=not progress)
+    for start in range(0, settings.count, settings.batch_size):
+        batch = numbers[start : start + settings.batch_size]
+        noise = torch.stack([file_noise(settings.seed, number, description["io_channels"], frames) for number in batch])
+        with torch.no_grad():
+            latents = model.generate(
+                noise.to(device),
+                {name: value * len(batch) for name, value in values.items()},
+                steps=settings.steps,
+                cfg_scale=settings.cfg_scale,
+                sampler=settings.sampler,
+            )
+            latents = denormalise(latents.float(), stats, description["normalise"])
+            audio = autoencoder.decode(latents)[..., :samples].clamp(-1.0, 1.0).cpu().numpy()
+        for number, waveform in zip(batch, audio):
+            path = layout.sample_wav(number)
+            with atomic_path(path) as temporary:
+                write_audio(temporary, waveform.T, autoencoder.sample_rate, "WAV", "PCM_16")
+            files.append(path)
+        bar.update(len(batch))
+    bar.close()
+    _remove_other_samples(layout.samples_dir, files)
+    write_json_atomic(layout.samples_settings, _record(experiment, settings, description, files, autoencoder))
+    return Samples(layout.samples_dir, files)
+
+
+def exported_description(experiment: Experiment) -> dict[str, Any]:
+    """model.json of the exported model, after checking it was trained with this experiment's settings."""
+    layout = layout_of(experiment)
+    if not layout.exported_model.is_file() or not layout.exported_description.is_file():
+        raise UserFacingError(
+            f"no exported model at {layout.exported_model}: run `pipeline train EXP` (or `snakemake train`) first"
+        )
+    description = json.loads(layout.exported_description.read_text(encoding="utf-8"))
+    wanted = stage_hash(experiment, "train")
+    if description.get("stage_hash") != wanted:
+        raise UserFacingError(
+            f"{layout.exported_model} was trained with train stage hash {description.get('stage_hash')}, but this "
+            f"experiment's is {wanted}: the model is stale; run `pipeline train EXP` to train the configured one"
+        )
+    return description
+
+
+def load_exported(description: dict[str, Any], weights: Path) -> torch.nn.Module:
+    """Rebuild the model from its recorded config and load the weights strictly."""
+    from pipeline.config.training import TrainConfig
+
+    model_config = TrainConfig.model_fields["model"].annotation  # the discriminated union of models
+    from pydantic import TypeAdapter
+
+    config = TypeAdapter(model_config).validate_python(description["model"])
+    model = build("model", config, io_channels=description["io_channels"])
+    load_strict(model, load_file(str(weights)), source=str(weights))
+    return model
+
+
+def conditioning_values(model: Any, settings: SampleConfig) -> dict[str, list]:
+    """One value per conditioner id (a list of one, repeated per batch): the settings' value, else
+    seconds_start = 0 and seconds_total = the requested seconds, else None (the null / unknown entry)."""
+    known = {conditioner.id for conditioner in model.config.conditioners}
+    unknown = sorted(set(settings.conditioning) - known)
+    if unknown:
+        raise UserFacingError(
+            f"sample.conditioning names {', '.join(unknown)}, which the model has no conditioner for; "
+            f"its conditioners: {', '.join(sorted(known)) or 'none'}"
+        )
+    defaults = {"seconds_start": 0.0, "seconds_total": settings.seconds}
+    values = {}
+    for conditioner in model.config.conditioners:
+        field = conditioner.field or conditioner.id
+        value = settings.conditioning.get(conditioner.id, defaults.get(field))
+        values[conditioner.id] = [value]
+    return values
+
+
+def file_noise(seed: int, number: int, channels: int, frames: int) -> torch.Tensor:
+    rng = np.random.default_rng([seed, number, NOISE_TAG])
+    return torch.from_numpy(rng.standard_normal((channels, frames), dtype=np.float32))
+
+
+def _remove_other_samples(directory: Path, kept: list[Path]) -> None:
+    """Files of an earlier run with a larger count would otherwise look like part of this one."""
+    for old in directory.glob("sample-*.wav"):
+        if old not in kept:
+            old.unlink()
+
+
+def _record(
+    experiment: Experiment, settings: SampleConfig, description: dict[str, Any], files: list[Path], autoencoder: Any
+) -> dict[str, Any]:
+    return {
+        "settings": settings.model_dump(mode="json"),
+        "model_stage_hash": description["stage_hash"],
+        "sample_stage_hash": stage_hash(experiment, "sample"),
+        "sample_rate": autoencoder.sample_rate,
+        "channels": autoencoder.io_channels,
+        "files": [{"path": path.name, "sha256": sha256_file(path)} for path in files],
+    }

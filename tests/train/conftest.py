@@ -1,0 +1,98 @@
+"""Real latent stores for the training tests: the demo experiment's shards of `training_audio`,
+pre-encoded once per session with an autoencoder the fixture creates; each test gets its own copy of
+the work dir and writes its own `train` section."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import DEMO_EXPERIMENT, deep_merge
+
+# Every field the demo's own train section sets is set here too (extends merges sections key by key).
+# A DiT small enough for a few hundred CPU steps a test; conditioned as Stable Audio Open is (timing
+# numbers prepended globally and cross-attended) plus the demo's instrument label.
+TINY_MODEL = {
+    "type": "diffusion",
+    "objective": "v",
+    "timestep_sampler": "uniform",
+    "backbone": {"type": "dit", "embed_dim": 32, "depth": 2, "num_heads": 1, "cond_token_dim": 32,
+                 "global_cond_dim": 64, "project_cond_tokens": False},
+    "cond_dim": 32,
+    "conditioners": [
+        {"type": "number", "id": "seconds_start", "min_val": 0, "max_val": 60},
+        {"type": "number", "id": "seconds_total", "min_val": 0, "max_val": 60},
+        {"type": "label", "id": "label", "values": ["bell", "flute", "organ", "pluck"]},
+    ],
+    "cross_attention_cond_ids": ["label", "seconds_start", "seconds_total"],
+    "global_cond_ids": ["seconds_start", "seconds_total"],
+    "cfg_dropout": 0.1,
+}  # fmt: skip
+TINY_TRAIN = {
+    "model": TINY_MODEL,
+    "data": {"crop_frames": 32, "num_workers": 0, "holdout_items": 2},
+    "steps": 20,
+    "batch_size": 8,
+    "optimizer": {"name": "AdamW", "lr": 1e-3},
+    "scheduler": {"name": "constant", "warmup_steps": 0},
+    "ema": {"decay": 0.9},
+    "log_every": 1,
+    "eval_every": 10,
+    "checkpoint_every": 10,
+    "device": "cpu",
+}
+
+
+@pytest.fixture(scope="session")
+def encoded_work(tmp_path_factory, training_audio) -> tuple[Path, dict]:
+    """(work dir with plan, shards, autoencoder weights, stores and index; the experiment document)."""
+    from pipeline.config import load_experiment, stage_hash
+    from pipeline.encode.pre_encode import pre_encode_all
+    from pipeline.latents.index import build_index
+    from pipeline.layout import layout_of
+    from pipeline.models.autoencoder.checkpoints import save_autoencoder
+    from pipeline.models.autoencoder.model import Autoencoder
+    from pipeline.shards.plan import write_plan
+    from pipeline.shards.run import write_all_shards
+
+    base = tmp_path_factory.mktemp("encoded")
+    document = {
+        "extends": str(DEMO_EXPERIMENT),
+        "name": "traintest",
+        "paths": {"audio_dir": str(training_audio), "work_dir": str(base / "work")},
+        "pre_encode": {"store_scale": True, "batch_size": 8},
+    }
+    path = base / "exp.yaml"
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    experiment = load_experiment(path)
+    write_plan(experiment)
+    write_all_shards(experiment, progress=False)
+    torch.manual_seed(3)
+    model = Autoencoder(experiment.autoencoder.model, experiment.data.sample_rate).eval()
+    save_autoencoder(model, layout_of(experiment).autoencoder_weights, stage_hash(experiment, "train_autoencoder"))
+    pre_encode_all(experiment, progress=False)
+    build_index(experiment)
+    return base / "work", document
+
+
+@pytest.fixture
+def train_experiment(tmp_path, encoded_work) -> Callable[..., Path]:
+    """train_experiment(train={...}, name=..., **sections) -> an experiment file over a fresh copy of
+    the encoded work dir (one copy per test), with TINY_TRAIN updated by `train`."""
+    work, document = encoded_work
+    copy = tmp_path / "work"
+    if not copy.exists():
+        shutil.copytree(work, copy, symlinks=True)
+
+    def make(train: dict | None = None, name: str = "exp", **sections) -> Path:
+        changes = {"paths": {"work_dir": str(copy)}, "train": deep_merge(TINY_TRAIN, train or {})}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(deep_merge(deep_merge(document, changes), sections)), encoding="utf-8")
+        return path
+
+    return make
