@@ -43,9 +43,14 @@ def train_stage(experiment: Experiment, progress: bool = True, max_steps: int | 
     env = distributed.detect()
     device = distributed.device_for(env, config.device)
     try:
-        config.micro_batch(env.world_size)
+        micro = config.micro_batch(env.world_size)
     except ValueError as error:
         raise UserFacingError(str(error)) from None
+    if env.is_main:
+        print(
+            f"train: {env.world_size} process(es) ({env.launcher}) on {device.type}: global batch {config.batch_size} "
+            f"= {micro} per micro-batch x {config.grad_accum} accumulation step(s) x {env.world_size}"
+        )
     distributed.initialise(env, device)
     try:
         family: Family = family_class(config.model.type)(experiment, env, device)
