@@ -140,10 +140,11 @@ def cmd_import_sat(args: argparse.Namespace) -> int:
 
 def cmd_train_autoencoder(args: argparse.Namespace) -> int:
     from pipeline.train.autoencoder import train_autoencoder
+    from pipeline.train.loop import EXIT_REQUEUE
 
     result = train_autoencoder(_load(args), progress=not args.quiet, max_steps=args.max_steps)
-    print(result.line())
-    return 0
+    print(result.line("train-autoencoder"))
+    return EXIT_REQUEUE if result.stopped_by else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:

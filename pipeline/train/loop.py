@@ -16,7 +16,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from pipeline.config.training import SchedulerConfig, TrainConfig
+from pipeline.config.training import EmaConfig, OptimizerConfig, SchedulerConfig, TrainConfig
 from pipeline.errors import UserFacingError
 from pipeline.layout import RunFiles
 from pipeline.train import distributed
@@ -63,6 +63,33 @@ class Family(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """What run.json records about the run."""
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """How the loop runs, whichever section of the experiment it came from (`train`, or
+    `autoencoder.training`); `section` is that section's YAML path, for messages."""
+
+    steps: int
+    optimizer: OptimizerConfig
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    ema: EmaConfig | None = None
+    grad_accum: int = 1
+    grad_clip: float | None = 1.0
+    precision: str = "auto"
+    log_every: int = 50
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    tensorboard: bool = True
+    section: str = "train"
+    divergence_hint: str = "Lower train.optimizer.lr, add warmup (train.scheduler.warmup_steps) or set train.grad_clip."
+
+    @classmethod
+    def of(cls, config: TrainConfig) -> LoopSettings:
+        names = ("steps", "optimizer", "scheduler", "ema", "grad_accum", "grad_clip", "precision", "log_every")
+        names += ("eval_every", "checkpoint_every", "keep_checkpoints", "tensorboard")
+        return cls(**{name: getattr(config, name) for name in names})
 
 
 @dataclass
@@ -126,7 +153,7 @@ class State:
 
 def train(
     family: Family,
-    config: TrainConfig,
+    config: LoopSettings,
     seed: int,
     run: RunFiles,
     run_hash: str,
@@ -139,7 +166,7 @@ def train(
     torch.manual_seed(seed)  # the same initial weights on every rank
     model = family.build().to(device)
     state = State(model, *make_optimizer_and_scheduler(model, config), make_ema(model, config))
-    resumed = _resume(state, run, run_hash, config.steps, env, family)
+    resumed = _resume(state, run, run_hash, config, env, family)
     step_module = family.step_module(model)
     if env.distributed:
         step_module = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None)
@@ -148,7 +175,7 @@ def train(
     result = LoopResult(state.step, config.steps, resumed_from=resumed)
     result.first_eval_loss = state.first_eval_loss
     if state.step == 0:
-        state.first_eval_loss = result.first_eval_loss = _evaluate(family, state, device, log, env)
+        state.first_eval_loss = result.first_eval_loss = _evaluate(family, state, device, log, env, run, config)
     batches = family.batches(state.step, device)
     bar = tqdm(
         total=stop, initial=state.step, desc=f"train {family.name}", unit="step", disable=not (progress and env.is_main)
@@ -158,7 +185,7 @@ def train(
         while state.step < stop:
             loss, parts = _optimizer_step(state, step_module, batches, config, device, env)
             if not math.isfinite(loss):
-                _diverged(log, run, state.step + 1, loss)
+                _diverged(log, run, state.step + 1, f"the loss is {loss}", config)
             state.step += 1
             result.losses.append(loss)
             bar.update(1)
@@ -168,10 +195,10 @@ def train(
                 lr = state.optimizer.param_groups[0]["lr"]
                 log.write({"step": state.step, "loss": loss, **parts, "lr": lr, "steps_per_s": round(rate, 4)})
             if state.step % config.eval_every == 0 or state.step == config.steps:
-                result.eval_loss = _evaluate(family, state, device, log, env)
+                result.eval_loss = _evaluate(family, state, device, log, env, run, config)
             stopping = distributed.any_rank(signals.requested is not None, device)
             if stopping or state.step % config.checkpoint_every == 0 or state.step == stop:
-                _save(state, run, run_hash, config.keep_checkpoints, env, log)
+                _save(state, run, run_hash, config, env, log)
             if stopping:
                 result.stopped_by = signals.requested or "a stop signal on another rank"
                 break
@@ -184,11 +211,40 @@ def train(
     return result
 
 
+def launch(
+    make_family: Callable[[DistEnv, torch.device], Family],
+    config: LoopSettings,
+    seed: int,
+    run: RunFiles,
+    run_hash: str,
+    device_wanted: str,
+    progress: bool = True,
+    max_steps: int | None = None,
+    batch_split: Callable[[int], int] | None = None,
+) -> LoopResult:
+    """`train` in the distributed environment this process was started in (torchrun, srun or neither):
+    detect it, pick this rank's device, join the process group, build the family, train, leave."""
+    env = distributed.detect()
+    device = distributed.device_for(env, device_wanted)
+    if batch_split is not None and env.is_main:
+        micro = batch_split(env.world_size)
+        print(
+            f"train: {env.world_size} process(es) ({env.launcher}) on {device.type}: global batch "
+            f"{micro * env.world_size * config.grad_accum} = {micro} per micro-batch "
+            f"x {config.grad_accum} accumulation step(s) x {env.world_size}"
+        )
+    distributed.initialise(env, device)
+    try:
+        return train(make_family(env, device), config, seed, run, run_hash, env, device, progress, max_steps)
+    finally:
+        distributed.shutdown()
+
+
 def _optimizer_step(
     state: State,
     step_module: nn.Module,
     batches: Iterator[Any],
-    config: TrainConfig,
+    config: LoopSettings,
     device: torch.device,
     env: DistEnv,
 ) -> tuple[float, dict[str, float]]:
@@ -227,22 +283,22 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
 
 
 def make_optimizer_and_scheduler(
-    model: nn.Module, config: TrainConfig
+    model: nn.Module, config: LoopSettings
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """The optimizer and its schedule (linear warmup, then the named scheduler), by name from torch.optim."""
     optimizer_class = getattr(torch.optim, config.optimizer.name)
     optimizer = _construct(
         optimizer_class,
-        "train.optimizer.options",
+        f"{config.section}.optimizer.options",
         [p for p in model.parameters() if p.requires_grad],
         lr=config.optimizer.lr,
         **config.optimizer.options,
     )
-    return optimizer, make_scheduler(optimizer, config.scheduler, config.steps)
+    return optimizer, make_scheduler(optimizer, config.scheduler, config.steps, config.section)
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, config: SchedulerConfig, steps: int
+    optimizer: torch.optim.Optimizer, config: SchedulerConfig, steps: int, section: str = "train"
 ) -> torch.optim.lr_scheduler.LRScheduler:
     schedulers = torch.optim.lr_scheduler
     options = dict(config.options)
@@ -253,7 +309,7 @@ def make_scheduler(
             options.setdefault("T_max", max(1, steps - config.warmup_steps))
         if config.name == "PolynomialLR":
             options.setdefault("total_iters", max(1, steps - config.warmup_steps))
-        main = _construct(getattr(schedulers, config.name), "train.scheduler.options", optimizer, **options)
+        main = _construct(getattr(schedulers, config.name), f"{section}.scheduler.options", optimizer, **options)
     if config.warmup_steps == 0:
         return main
     warmup = schedulers.LinearLR(optimizer, start_factor=1e-3, end_factor=1.0, total_iters=config.warmup_steps)
@@ -268,13 +324,15 @@ def _construct(cls: type, where: str, *args: Any, **options: Any) -> Any:
         raise UserFacingError(f"{where}: {cls.__name__} refuses these options: {error}") from None
 
 
-def make_ema(model: nn.Module, config: TrainConfig) -> AveragedModel | None:
+def make_ema(model: nn.Module, config: LoopSettings) -> AveragedModel | None:
     if config.ema is None:
         return None
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema.decay), use_buffers=True)
 
 
-def _resume(state: State, run: RunFiles, run_hash: str, steps: int, env: DistEnv, family: Family) -> int | None:
+def _resume(
+    state: State, run: RunFiles, run_hash: str, config: LoopSettings, env: DistEnv, family: Family
+) -> int | None:
     """Restore the newest checkpoint of this run (every rank reads the same file); None when starting."""
     found = latest_checkpoint(run)
     if found is None:
@@ -283,14 +341,15 @@ def _resume(state: State, run: RunFiles, run_hash: str, steps: int, env: DistEnv
         distributed.barrier()
         return None
     saved, path = found
-    if int(saved["step"]) > steps:
+    steps = f"{config.section}.steps"
+    if int(saved["step"]) > config.steps:
         raise UserFacingError(
-            f"{path} is at step {saved['step']}, beyond train.steps ({steps}): raise train.steps to continue "
+            f"{path} is at step {saved['step']}, beyond {steps} ({config.steps}): raise {steps} to continue "
             f"that run, or move {run.directory} away to train this configuration from scratch"
         )
     state.load(saved)
     if env.is_main:
-        print(f"train: resuming run {run_hash} from step {state.step} ({path})")
+        print(f"train {family.name}: resuming run {run_hash} from step {state.step} ({path})")
     return state.step
 
 
@@ -299,12 +358,20 @@ def _start_run(run: RunFiles, run_hash: str, family: Family) -> None:
     from pipeline.utils.atomic import write_json_atomic
 
     others = sorted(path.name for path in run.directory.parent.glob("*/") if path.name != run_hash)
-    kept = f"; other runs kept beside it: {', '.join(others)}" if others else ""
-    print(f"train: starting run {run_hash} in {run.directory}{kept}")
+    kept = f"; other runs kept in {run.directory.parent}: {', '.join(others)}" if others else ""
+    print(f"train {family.name}: starting run {run_hash} in {run.directory}{kept}")
     write_json_atomic(run.description, {"run_hash": run_hash, **family.describe()})
 
 
-def _evaluate(family: Family, state: State, device: torch.device, log: MetricsLog, env: DistEnv) -> float | None:
+def _evaluate(
+    family: Family,
+    state: State,
+    device: torch.device,
+    log: MetricsLog,
+    env: DistEnv,
+    run: RunFiles,
+    config: LoopSettings,
+) -> float | None:
     """The held-out loss of the weights that get exported (the EMA's when there is one), on rank 0."""
     loss = None
     if env.is_main:
@@ -317,24 +384,34 @@ def _evaluate(family: Family, state: State, device: torch.device, log: MetricsLo
         if loss is not None:
             log.write({"step": state.step, "eval_loss": loss})
     distributed.barrier()
+    if loss is not None and not math.isfinite(loss):
+        _diverged(log, run, state.step, f"the held-out loss is {loss}", config)
     return loss
 
 
-def _save(state: State, run: RunFiles, run_hash: str, keep: int, env: DistEnv, log: MetricsLog) -> None:
+def _save(state: State, run: RunFiles, run_hash: str, config: LoopSettings, env: DistEnv, log: MetricsLog) -> None:
+    """Rank 0 writes the checkpoint; weights that are no longer finite stop the run instead."""
+    bad = [
+        name
+        for name, tensor in state.model.state_dict().items()
+        if tensor.is_floating_point() and not tensor.isfinite().all()
+    ]
+    if bad:
+        _diverged(log, run, state.step, f"the weights are not finite ({', '.join(bad[:3])})", config)
     if env.is_main:
-        path = save_checkpoint(run, state.step, state.to_dict(run_hash, {}), keep)
+        path = save_checkpoint(run, state.step, state.to_dict(run_hash, {}), config.keep_checkpoints)
         log.write({"step": state.step, "checkpoint": str(path)})
     distributed.barrier()
 
 
-def _diverged(log: MetricsLog, run: RunFiles, step: int, loss: float) -> None:
+def _diverged(log: MetricsLog, run: RunFiles, step: int, what: str, config: LoopSettings) -> None:
     kept = run.step_checkpoints()
     where = f"the last good checkpoint (step {kept[-1][0]}) is kept at {kept[-1][1]}" if kept else "no checkpoint yet"
-    log.write({"step": step, "error": f"diverged: the loss is {loss}"})
+    log.write({"step": step, "error": f"diverged: {what}"})
     log.close()
     raise TrainingDiverged(
-        f"train: the loss is {loss} at step {step}: training diverged and stops; {where}, nothing is exported. "
-        "Lower train.optimizer.lr, add warmup (train.scheduler.warmup_steps) or set train.grad_clip."
+        f"{what} at step {step}: training diverged and stops; {where}, no weights are exported. "
+        + config.divergence_hint
     )
 
 

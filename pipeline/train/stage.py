@@ -13,8 +13,7 @@ from pipeline.config.experiment import Experiment
 from pipeline.config.hashing import stage_hash
 from pipeline.errors import UserFacingError
 from pipeline.layout import RunFiles, layout_of
-from pipeline.train import distributed
-from pipeline.train.loop import Family, LoopResult, train
+from pipeline.train.loop import LoopResult, LoopSettings, launch
 
 RUN_IGNORES = ("train.steps",)  # raising the step count continues the same run
 FAMILIES = {"diffusion": "pipeline.train.diffusion:DiffusionFamily"}  # train.model.type -> family class
@@ -40,30 +39,22 @@ def train_stage(experiment: Experiment, progress: bool = True, max_steps: int | 
     config = experiment.train
     if config is None:
         raise UserFacingError(f"experiment '{experiment.name}' has no train section")
-    env = distributed.detect()
-    device = distributed.device_for(env, config.device)
-    try:
-        micro = config.micro_batch(env.world_size)
-    except ValueError as error:
-        raise UserFacingError(str(error)) from None
-    if env.is_main:
-        print(
-            f"train: {env.world_size} process(es) ({env.launcher}) on {device.type}: global batch {config.batch_size} "
-            f"= {micro} per micro-batch x {config.grad_accum} accumulation step(s) x {env.world_size}"
-        )
-    distributed.initialise(env, device)
-    try:
-        family: Family = family_class(config.model.type)(experiment, env, device)
-        return train(
-            family,
-            config,
-            experiment.seed,
-            run_files(experiment),
-            run_hash(experiment),
-            env,
-            device,
-            progress,
-            max_steps,
-        )
-    finally:
-        distributed.shutdown()
+    family = family_class(config.model.type)
+
+    def micro_batch(world_size: int) -> int:
+        try:
+            return config.micro_batch(world_size)
+        except ValueError as error:
+            raise UserFacingError(str(error)) from None
+
+    return launch(
+        lambda env, device: family(experiment, env, device),
+        LoopSettings.of(config),
+        experiment.seed,
+        run_files(experiment),
+        run_hash(experiment),
+        config.device,
+        progress,
+        max_steps,
+        batch_split=micro_batch,
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 import shutil
 import signal
@@ -100,6 +102,11 @@ def test_snakemake_local_profile_matches_the_cli(tmp_path):
     trained = tmp_path / "snake" / "autoencoder"
     assert (trained / "model.safetensors").is_file() and (trained / "model.json").is_file()
     assert "step 2/2" in (tmp_path / "snake" / "logs" / "train_autoencoder.log").read_text()
+    # ... and, the demo having a train section, the DiT on the latents and the samples it makes.
+    assert (tmp_path / "snake" / "train" / "model.safetensors").is_file()
+    assert "step 2/2" in (tmp_path / "snake" / "logs" / "train.log").read_text()
+    samples = json.loads((tmp_path / "snake" / "samples" / "samples.json").read_text())
+    assert [entry["path"] for entry in samples["files"]] == ["sample-0000.wav"]
     assert _cli("plan", str(via_cli)).returncode == 0
     assert _cli("shard", str(via_cli), "--all", "--workers", "2", "--quiet").returncode == 0
     from_snakemake = _files(tmp_path / "snake" / "shards")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import soxr
@@ -22,6 +23,12 @@ from pipeline.models.autoencoder.model import Autoencoder
 from pipeline.train.autoencoder import run_files, train_autoencoder
 from pipeline.train.losses import ReconstructionLoss
 from tests.conftest import REPO_ROOT
+
+
+def last_checkpoint(experiment) -> Path | None:
+    kept = run_files(experiment).step_checkpoints()
+    return kept[-1][1] if kept else None
+
 
 FAST = {"steps": 150, "eval_every": 75, "checkpoint_every": 75, "log_every": 25}
 
@@ -46,11 +53,11 @@ def reconstruction_loss(model: Autoencoder, audio: torch.Tensor) -> float:
 def test_training_clearly_lowers_the_loss_on_unseen_audio(sharded_experiment):
     experiment = load_experiment(sharded_experiment(training=FAST))
     result = train_autoencoder(experiment, progress=False)
-    assert result.step == 150 and result.weights is not None and result.weights.is_file()
+    assert result.step == 150 and result.exported is not None and result.exported.is_file()
 
     trained = experiment_autoencoder(experiment)
     assert torch.equal(
-        trained.state_dict()["decoder.layers.0.bias"], load_saved(result.weights).state_dict()["decoder.layers.0.bias"]
+        trained.state_dict()["decoder.layers.0.bias"], load_saved(result.exported).state_dict()["decoder.layers.0.bias"]
     )
     torch.manual_seed(experiment.seed)
     untrained = Autoencoder(experiment.autoencoder.model, experiment.data.sample_rate).eval()
@@ -82,7 +89,7 @@ def test_sigkill_then_rerun_resumes_from_the_last_checkpoint(sharded_experiment)
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
-    while not run_files(experiment).checkpoint.is_file():
+    while last_checkpoint(experiment) is None:
         assert process.poll() is None, "training ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -91,12 +98,12 @@ def test_sigkill_then_rerun_resumes_from_the_last_checkpoint(sharded_experiment)
     process.wait()
     weights = experiment.work_dir / "autoencoder" / "model.safetensors"
     assert not weights.exists()  # no final weights until the last step
-    saved_step = torch.load(run_files(experiment).checkpoint, weights_only=True)["step"]
+    saved_step = torch.load(last_checkpoint(experiment), weights_only=True)["step"]
     assert 10 <= saved_step < 40
 
     rerun = _cli("train-autoencoder", str(path), "--quiet")
     assert rerun.returncode == 0, rerun.stderr
-    assert f"resuming from step {saved_step}" in rerun.stdout
+    assert f"from step {saved_step}" in rerun.stdout
     assert "step 40/40" in rerun.stdout and weights.is_file()
     records = [json.loads(line) for line in run_files(experiment).metrics.read_text().splitlines()]
     loss_steps = [r["step"] for r in records if "loss" in r]
@@ -111,16 +118,16 @@ def test_a_config_change_starts_a_new_run_and_keeps_the_old_one(sharded_experime
     first = _cli("train-autoencoder", str(path), "--quiet", "--max-steps", "10")
     assert first.returncode == 0, first.stderr
     assert "step 10/30" in first.stdout and "rerun to continue" in first.stdout
-    old_run = run_files(experiment).checkpoint.parent
+    old_run = run_files(experiment).directory
     old_metrics = run_files(experiment).metrics.read_text()
     changed = _cli("train-autoencoder", str(path), "--quiet", "--max-steps", "5", "autoencoder.training.kl_weight=0.01")
     assert changed.returncode == 0, changed.stderr
     assert f"other runs kept in {old_run.parent}: {old_run.name}" in changed.stdout and "step 5/30" in changed.stdout
-    assert torch.load(run_files(experiment).checkpoint, weights_only=True)["step"] == 10  # untouched
+    assert torch.load(last_checkpoint(experiment), weights_only=True)["step"] == 10  # untouched
     assert run_files(experiment).metrics.read_text() == old_metrics
     back = _cli("train-autoencoder", str(path), "--quiet", "--max-steps", "15")  # the first config again
     assert back.returncode == 0, back.stderr
-    assert "resuming from step 10" in back.stdout and "step 15/30" in back.stdout
+    assert "resuming run" in back.stdout and "from step 10" in back.stdout and "step 15/30" in back.stdout
 
 
 def test_raising_steps_continues_a_finished_run(sharded_experiment):
@@ -152,7 +159,7 @@ def test_divergence_stops_with_an_error_and_keeps_the_last_good_checkpoint(shard
     assert "training diverged and stops" in result.stderr and "Traceback" not in result.stderr
     assert "learning_rate" in result.stderr and "no weights are exported" in result.stderr
     assert not (experiment.work_dir / "autoencoder" / "model.safetensors").exists()
-    state = torch.load(run_files(experiment).checkpoint, weights_only=True)
+    state = torch.load(last_checkpoint(experiment), weights_only=True)
     assert all(torch.isfinite(tensor).all() for tensor in state["model"].values() if tensor.is_floating_point())
     assert f"the last good checkpoint (step {state['step']}) is kept" in result.stderr
 
@@ -172,11 +179,12 @@ def test_rvq_trains_with_its_commitment_loss(sharded_experiment):
                 "encoder": {"latent_dim": 16},
             }
         },
+        train=None,  # the demo's diffusion model needs continuous latents
     )
     experiment = load_experiment(path)
     result = train_autoencoder(experiment, progress=False)
     records = [json.loads(line) for line in run_files(experiment).metrics.read_text().splitlines()]
     assert [r["step"] for r in records if "commitment_loss" in r] == [1, 2, 3]
     assert all(r["commitment_loss"] >= 0 for r in records if "commitment_loss" in r)
-    model = load_saved(result.weights)
+    model = load_saved(result.exported)
     assert model.is_discrete and model.n_codebooks == 2
