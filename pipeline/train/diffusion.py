@@ -10,7 +10,6 @@ autoencoder's rate and geometry, and the stage hash)."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from pipeline.latents.dataset import (
 from pipeline.latents.provenance import check_training_stores
 from pipeline.layout import layout_of
 from pipeline.models.diffusion.model import DiffusionModel, LossDraws
+from pipeline.models.diffusion.objectives import timesteps_from
 from pipeline.train.distributed import DistEnv
 from pipeline.utils.atomic import atomic_path, write_json_atomic
 
@@ -201,17 +201,19 @@ class Drawer:
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = collate(examples)
-        noise, t, keep = [], [], []
+        noise, uniform, normal, dropout = [], [], [], []
         channels, frames = batch["latents"].shape[1:]
         for item, epoch in zip(batch["item"].tolist(), batch["epoch"].tolist()):
             rng = item_rng(self.seed, epoch, item, DRAW_TAG)
             noise.append(rng.standard_normal((channels, frames), dtype=np.float32))
-            uniform, normal, dropout = rng.random(), rng.standard_normal(), rng.random()
-            t.append(uniform if self.timestep_sampler == "uniform" else 1.0 / (1.0 + math.exp(-normal)))
-            keep.append(dropout >= self.cfg_dropout)
+            uniform.append(rng.random())
+            normal.append(rng.standard_normal())
+            dropout.append(rng.random())
+        as64 = torch.float64  # the drawn doubles; t is rounded to float32 once, at the end
+        t = timesteps_from(self.timestep_sampler, torch.tensor(uniform, dtype=as64), torch.tensor(normal, dtype=as64))
         batch["noise"] = torch.from_numpy(np.stack(noise))
-        batch["t"] = torch.tensor(t, dtype=torch.float32)
-        batch["keep"] = torch.tensor(keep)
+        batch["t"] = t.to(torch.float32)
+        batch["keep"] = torch.tensor(dropout, dtype=as64) >= self.cfg_dropout
         return batch
 
 

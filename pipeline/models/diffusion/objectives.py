@@ -71,14 +71,27 @@ def velocity(objective: str, output: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown diffusion objective {objective!r}; known: {', '.join(OBJECTIVES)}")
 
 
+def timesteps_from(sampler: str, uniform: torch.Tensor | None, normal: torch.Tensor | None) -> torch.Tensor:
+    """t from a U[0, 1) draw and a N(0, 1) draw: `uniform` itself, or sigmoid(`normal`) (only the draw
+    the sampler uses need be given). The one mapping behind `sample_timesteps` and the per-item draws
+    of the training data (`train/diffusion.py`)."""
+    if sampler == "uniform" and uniform is not None:
+        return uniform
+    if sampler == "logit_normal" and normal is not None:
+        return torch.sigmoid(normal)
+    if sampler in TIMESTEP_SAMPLERS:
+        raise ValueError(f"the {sampler} timestep sampler needs its draw")
+    raise ValueError(f"unknown timestep sampler {sampler!r}; known: {', '.join(TIMESTEP_SAMPLERS)}")
+
+
 def sample_timesteps(sampler: str, batch: int, generator: torch.Generator) -> torch.Tensor:
-    """t (batch,) float32, drawn from `generator` on its own device."""
+    """t (batch,) float32, drawn from `generator` on its own device (only the draw the sampler uses)."""
     device = generator.device
     if sampler == "uniform":
-        return torch.rand(batch, generator=generator, device=device)
+        return timesteps_from(sampler, torch.rand(batch, generator=generator, device=device), None)
     if sampler == "logit_normal":
-        return torch.sigmoid(torch.randn(batch, generator=generator, device=device))
-    raise ValueError(f"unknown timestep sampler {sampler!r}; known: {', '.join(TIMESTEP_SAMPLERS)}")
+        return timesteps_from(sampler, None, torch.randn(batch, generator=generator, device=device))
+    return timesteps_from(sampler, None, None)  # unknown: raises
 
 
 def masked_mse(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
