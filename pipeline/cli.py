@@ -167,6 +167,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def _sample_settings(experiment, args: argparse.Namespace):
     """The experiment's `sample` section with the command-line flags applied."""
+    from pydantic import ValidationError
+
+    from pipeline.errors import UserFacingError
+
     flags = {
         "count": args.count,
         "seconds": args.seconds,
@@ -178,11 +182,22 @@ def _sample_settings(experiment, args: argparse.Namespace):
     changes = {name: value for name, value in flags.items() if value is not None}
     conditioning = dict(experiment.sample.conditioning)
     for item in args.set or []:
-        name, _, value = item.partition("=")
-        conditioning[name] = yaml.safe_load(value)
-    return type(experiment.sample).model_validate(
-        {**experiment.sample.model_dump(), **changes, "conditioning": conditioning}
-    )
+        name, equals, value = item.partition("=")
+        if not name or not equals:
+            raise UserFacingError(f"--set takes ID=VALUE (a conditioner id and its value), not {item!r}")
+        try:
+            conditioning[name] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise UserFacingError(f"--set {item}: the value is not YAML ({error.__class__.__name__})") from None
+    try:
+        return type(experiment.sample).model_validate(
+            {**experiment.sample.model_dump(), **changes, "conditioning": conditioning}
+        )
+    except ValidationError as error:  # a flag's value out of range: one line naming the setting
+        problems = "; ".join(
+            f"sample.{'.'.join(map(str, problem['loc']))}: {problem['msg']}" for problem in error.errors()
+        )
+        raise UserFacingError(problems) from None
 
 
 def cmd_pre_encode(args: argparse.Namespace) -> int:

@@ -1,6 +1,9 @@
 """`pipeline sample EXP`: the exported model + the frozen autoencoder -> WAV files under `samples/`.
 
-File i's noise comes from (seed, i) alone, so the same seed gives the same files at any batch size.
+File i's noise comes from (seed, i) alone: the same seed and batch size give byte-identical files
+(on one machine and software stack), and another batch size gives the same audio up to float32
+rounding (the kernels round differently at other batch shapes: measured on CPU, at most 1 of the
+16 bits on a few samples in ten thousand), so `batch_size` stays out of the stage hash.
 Latents are de-normalised with the statistics the model was trained with (recorded in model.json),
 decoded, trimmed to the requested seconds and written as 16-bit WAV at the autoencoder's rate and
 channel count; `samples.json` (written last: the stage's declared output) records the settings,
@@ -20,7 +23,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from pipeline.audio.io import write_audio
-from pipeline.autoencoder import experiment_autoencoder
+from pipeline.autoencoder import current_weights_sha256, experiment_autoencoder
 from pipeline.config.experiment import Experiment
 from pipeline.config.hashing import stage_hash
 from pipeline.config.registry import build
@@ -45,13 +48,15 @@ def sample_stage(experiment: Experiment, settings: SampleConfig, progress: bool 
     """Generate `settings.count` files with the experiment's exported model."""
     layout = layout_of(experiment)
     description = exported_description(experiment)
+    check_sampler(settings.sampler)
     device = pick_device(settings.device)
     model = load_exported(description, layout.exported_model).to(device).eval()
+    values = conditioning_values(model, settings)
     autoencoder = experiment_autoencoder(experiment).to(device).eval()
-    frames = max(1, math.ceil(settings.seconds * description["latent_rate"]))
+    frames = latent_frames(settings.seconds, description["latent_rate"], model)
     samples = round(settings.seconds * autoencoder.sample_rate)
     stats = LatentStats(np.asarray(description["latent_mean"]), np.asarray(description["latent_std"]), 0)
-    values = conditioning_values(model, settings)
+    layout.samples_settings.unlink(missing_ok=True)  # the files change from here on: no record describes them
     files: list[Path] = []
     numbers = list(range(settings.count))
     bar = tqdm(total=settings.count, desc="sample", unit="file", disable=not progress)
@@ -67,7 +72,12 @@ def sample_stage(experiment: Experiment, settings: SampleConfig, progress: bool 
                 sampler=settings.sampler,
             )
             latents = denormalise(latents.float(), stats, description["normalise"])
-            audio = autoencoder.decode(latents)[..., :samples].clamp(-1.0, 1.0).cpu().numpy()
+            decoded = autoencoder.decode(latents)
+            if decoded.shape[-1] < samples:
+                raise RuntimeError(
+                    f"{frames} latent frames decoded to {decoded.shape[-1]} samples, fewer than {samples}"
+                )
+            audio = decoded[..., :samples].clamp(-1.0, 1.0).cpu().numpy()
         for number, waveform in zip(batch, audio):
             path = layout.sample_wav(number)
             with atomic_path(path) as temporary:
@@ -80,8 +90,23 @@ def sample_stage(experiment: Experiment, settings: SampleConfig, progress: bool 
     return Samples(layout.samples_dir, files)
 
 
+def latent_frames(seconds: float, latent_rate: float, model: Any) -> int:
+    """Frames covering `seconds`, rounded up to whole backbone patches (a DiT's patch_size)."""
+    patch = int(getattr(model.config.backbone, "patch_size", 1))
+    frames = max(1, math.ceil(seconds * latent_rate))
+    return -(-frames // patch) * patch
+
+
+def check_sampler(sampler: str | None) -> None:
+    from pipeline.models.diffusion.samplers import SAMPLERS
+
+    if sampler is not None and sampler not in SAMPLERS:
+        raise UserFacingError(f"sample.sampler '{sampler}' is not one of {', '.join(SAMPLERS)}")
+
+
 def exported_description(experiment: Experiment) -> dict[str, Any]:
-    """model.json of the exported model, after checking it was trained with this experiment's settings."""
+    """model.json of the exported model, after checking it was trained with this experiment's settings
+    and on latents of its current autoencoder weights."""
     layout = layout_of(experiment)
     if not layout.exported_model.is_file() or not layout.exported_description.is_file():
         raise UserFacingError(
@@ -93,6 +118,13 @@ def exported_description(experiment: Experiment) -> dict[str, Any]:
         raise UserFacingError(
             f"{layout.exported_model} was trained with train stage hash {description.get('stage_hash')}, but this "
             f"experiment's is {wanted}: the model is stale; run `pipeline train EXP` to train the configured one"
+        )
+    trained_on, current = description.get("autoencoder_weights_sha256"), current_weights_sha256(experiment)
+    if trained_on is not None and trained_on != current:
+        raise UserFacingError(
+            f"{layout.exported_model} was trained on the latents of other autoencoder weights (sha256 {trained_on}) "
+            f"than the experiment's (sha256 {current}): the model is stale; re-encode the stores "
+            "(`snakemake pre_encode`) and run `pipeline train EXP` again"
         )
     return description
 
@@ -112,7 +144,8 @@ def load_exported(description: dict[str, Any], weights: Path) -> torch.nn.Module
 
 def conditioning_values(model: Any, settings: SampleConfig) -> dict[str, list]:
     """One value per conditioner id (a list of one, repeated per batch): the settings' value, else
-    seconds_start = 0 and seconds_total = the requested seconds, else None (the null / unknown entry)."""
+    seconds_start = 0 and seconds_total = the requested seconds, else None (the null / unknown entry).
+    A value the conditioner cannot take (a label not in its list, a number that is not one) is an error."""
     known = {conditioner.id for conditioner in model.config.conditioners}
     unknown = sorted(set(settings.conditioning) - known)
     if unknown:
@@ -125,8 +158,21 @@ def conditioning_values(model: Any, settings: SampleConfig) -> dict[str, list]:
     for conditioner in model.config.conditioners:
         field = conditioner.field or conditioner.id
         value = settings.conditioning.get(conditioner.id, defaults.get(field))
+        _check_value(conditioner, value)
         values[conditioner.id] = [value]
     return values
+
+
+def _check_value(conditioner: Any, value: Any) -> None:
+    if value is None:
+        return
+    where = f"sample.conditioning.{conditioner.id}"
+    labels = getattr(conditioner, "values", None)
+    if conditioner.type == "label" and value not in (labels or ()):
+        raise UserFacingError(f"{where}: {value!r} is not one of the model's labels: {', '.join(labels or ())}")
+    if conditioner.type == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserFacingError(f"{where}: {value!r} is not a finite number")
 
 
 def file_noise(seed: int, number: int, channels: int, frames: int) -> torch.Tensor:
@@ -144,10 +190,11 @@ def _remove_other_samples(directory: Path, kept: list[Path]) -> None:
 def _record(
     experiment: Experiment, settings: SampleConfig, description: dict[str, Any], files: list[Path], autoencoder: Any
 ) -> dict[str, Any]:
+    effective = experiment.model_copy(update={"sample": settings})  # with the command line's flags
     return {
         "settings": settings.model_dump(mode="json"),
         "model_stage_hash": description["stage_hash"],
-        "sample_stage_hash": stage_hash(experiment, "sample"),
+        "sample_stage_hash": stage_hash(effective, "sample"),
         "sample_rate": autoencoder.sample_rate,
         "channels": autoencoder.io_channels,
         "files": [{"path": path.name, "sha256": sha256_file(path)} for path in files],

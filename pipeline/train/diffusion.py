@@ -5,7 +5,8 @@ dropout) is drawn per (seed, epoch, item), in the DataLoader workers: a batch is
 process or eight draw it, so a DDP run equals one process with the same global batch, and a resumed
 run draws what an uninterrupted one would. Exported: `<work_dir>/train/model.safetensors` (the EMA
 weights) and `model.json` (the model config, the latent statistics it was normalised with, the
-autoencoder's rate and geometry, and the stage hash)."""
+autoencoder's rate and geometry, the sha256 of the autoencoder weights that made the latents, and the
+stage hash)."""
 
 from __future__ import annotations
 
@@ -139,7 +140,8 @@ class DiffusionFamily:
                 raise UserFacingError(f"train: exported weight {name} is not finite; nothing is exported")
         with atomic_path(layout.exported_model) as temporary:
             save_file(weights, str(temporary), metadata={"stage_hash": stage_hash(self.experiment, "train")})
-        write_json_atomic(layout.exported_description, {**self.describe(), "step": step, "weights": "ema"})
+        kind = "ema" if self.train_config.ema is not None else "model"  # what the loop hands over
+        write_json_atomic(layout.exported_description, {**self.describe(), "step": step, "weights": kind})
         return layout.exported_model
 
     def describe(self) -> dict[str, Any]:
@@ -155,6 +157,7 @@ class DiffusionFamily:
             "latent_std": np.asarray(stats.std).tolist() if stats is not None else None,
             "latent_rate": stores.latent_rate,
             "sample_rate": stores.sample_rate,
+            "autoencoder_weights_sha256": stores.table.attributes.get("autoencoder_weights_sha256"),
             "crop_frames": self.train_config.data.crop_frames,
             "seed": self.experiment.seed,
         }
