@@ -187,11 +187,12 @@ class DiffusionStep(nn.Module):
 
 
 def conditioning_values(model: DiffusionModel, batch: dict[str, Any]) -> dict[str, list]:
-    """The conditioners' raw values for the batch, by field: crop timing for seconds_*, else item metadata."""
+    """The conditioners' raw values for the batch, by conditioner id (by field, a conditioner whose id
+    is another's field would read that field): crop timing for seconds_*, else item metadata."""
     values = {}
     for conditioner in model.config.conditioners:
         field = conditioner.source_field
-        values[field] = batch[field].tolist() if field in CROP_FIELDS else batch["metadata"][field]
+        values[conditioner.id] = batch[field].tolist() if field in CROP_FIELDS else batch["metadata"][field]
     return values
 
 

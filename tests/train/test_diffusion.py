@@ -302,6 +302,30 @@ def test_seconds_start_of_a_random_crop_is_where_the_crop_starts_in_its_file(tra
     assert received["seconds_start"][-len(segment_starts) :] != pytest.approx(segment_starts)
 
 
+def test_each_conditioner_reads_its_own_field_when_ids_and_fields_cross(train_experiment):
+    """A conditioner whose id is another's field still gets its own field's values."""
+    from pipeline.train.diffusion import DiffusionFamily, DiffusionStep
+    from tests.train.conftest import TINY_MODEL
+
+    captions = {"type": "label", "id": "label", "field": "caption", "values": ["a caption nobody wrote"]}
+    labels = {"type": "label", "id": "caption", "field": "label", "values": ["bell", "flute", "organ", "pluck"]}
+    model = {
+        "conditioners": [*TINY_MODEL["conditioners"][:2], captions, labels],
+        "cross_attention_cond_ids": ["label", "caption", "seconds_start", "seconds_total"],
+    }
+    experiment = load_experiment(train_experiment({"model": model}))
+    family = DiffusionFamily(experiment, DistEnv(), CPU)
+    built = family.build()
+    received = {}
+    for name in ("label", "caption"):
+        hook = lambda module, args, name=name: received.__setitem__(name, list(args[0]))  # noqa: E731
+        built.conditioner.conditioners[name].register_forward_pre_hook(hook)
+    batch = next(family.batches(0, CPU))
+    DiffusionStep(built)(batch)
+    assert received["label"] == batch["metadata"]["caption"] and received["caption"] == batch["metadata"]["label"]
+    assert set(received["caption"]) <= {"bell", "flute", "organ", "pluck", None}
+
+
 # --- bad input at `pipeline train` --------------------------------------------------------------------
 def pipeline_train(experiment_file: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
