@@ -25,6 +25,18 @@ from tests.train.conftest import encoded_work, train_experiment  # noqa: F401 (f
 SAMPLE = {"count": 3, "seconds": 0.3, "steps": 4, "seed": 7, "batch_size": 2, "device": "cpu"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny models' matrices are too small for two threads to help; on shared cores a second thread
+    spinning for its share makes every matmul many times slower (the subprocesses get OMP_NUM_THREADS=1)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, encoded_work) -> Path:  # noqa: F811
     """A work dir with an exported tiny DiT (20 steps on the demo stores); tests copy it."""
