@@ -99,6 +99,14 @@ class TrainConfig(StrictModel):
             problems.append(
                 (("scheduler", "warmup_steps"), f"{self.scheduler.warmup_steps} is not below steps ({self.steps})")
             )
+        if self.ema is not None and self.ema.start_step >= self.steps:
+            problems.append(
+                (
+                    ("ema", "start_step"),
+                    f"{self.ema.start_step} is not below steps ({self.steps}): the average would never be updated "
+                    "and the export would hold the initial weights",
+                )
+            )
         check_fields(self, problems)
         return self
 
@@ -124,7 +132,12 @@ class SampleConfig(StrictModel):
         None, description="euler/heun (rectified_flow), ddim/dpmpp_2m (v); null: the objective's default"
     )
     cfg_scale: float = Field(1.0, ge=0.0, le=100.0, description="classifier-free guidance; 1: no guidance")
-    batch_size: Annotated[int, RUNTIME_ONLY] = Field(4, ge=1, le=4096, description="files generated at once")
+    batch_size: Annotated[int, RUNTIME_ONLY] = Field(
+        4,
+        ge=1,
+        le=4096,
+        description="files generated at once; another batch size can move a few samples by 1 LSB (float rounding)",
+    )
     conditioning: dict[str, float | int | str | None] = Field(
         default_factory=dict,
         description="values by conditioner id; seconds_start defaults to 0 and seconds_total to `seconds`",

@@ -69,6 +69,7 @@ def train_autoencoder(experiment: Experiment, progress: bool = True, max_steps: 
         training.device,
         progress,
         max_steps,
+        cpu_threads=experiment.resources.train_autoencoder.cpus - training.num_workers,
     )
 
 

@@ -221,11 +221,18 @@ def launch(
     progress: bool = True,
     max_steps: int | None = None,
     batch_split: Callable[[int], int] | None = None,
+    cpu_threads: int | None = None,
 ) -> LoopResult:
     """`train` in the distributed environment this process was started in (torchrun, srun or neither):
-    detect it, pick this rank's device, join the process group, build the family, train, leave."""
+    detect it, pick this rank's device, join the process group, build the family, train, leave.
+
+    On CPU, torch computes with `cpu_threads` threads (the job's CPUs less its DataLoader workers):
+    more threads than free cores make OpenMP spin against the workers, and small matmuls get an order
+    of magnitude slower on a shared machine."""
     env = distributed.detect()
     device = distributed.device_for(env, device_wanted)
+    if device.type == "cpu" and cpu_threads is not None:
+        torch.set_num_threads(max(1, cpu_threads // env.world_size))
     if batch_split is not None and env.is_main:
         micro = batch_split(env.world_size)
         print(

@@ -57,4 +57,5 @@ def train_stage(experiment: Experiment, progress: bool = True, max_steps: int | 
         progress,
         max_steps,
         batch_split=micro_batch,
+        cpu_threads=experiment.resources.train.cpus - config.data.num_workers,
     )
