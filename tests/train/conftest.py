@@ -48,9 +48,9 @@ TINY_TRAIN = {
 }
 
 
-@pytest.fixture(scope="session")
-def encoded_work(tmp_path_factory, training_audio) -> tuple[Path, dict]:
-    """(work dir with plan, shards, autoencoder weights, stores and index; the experiment document)."""
+def encode_document(base: Path, document: dict) -> Path:
+    """Plan, shards, autoencoder weights the test creates, stores and index for `document` (its
+    work_dir under `base`); returns the work dir."""
     from pipeline.config import load_experiment, stage_hash
     from pipeline.encode.pre_encode import pre_encode_all
     from pipeline.latents.index import build_index
@@ -60,13 +60,6 @@ def encoded_work(tmp_path_factory, training_audio) -> tuple[Path, dict]:
     from pipeline.shards.plan import write_plan
     from pipeline.shards.run import write_all_shards
 
-    base = tmp_path_factory.mktemp("encoded")
-    document = {
-        "extends": str(DEMO_EXPERIMENT),
-        "name": "traintest",
-        "paths": {"audio_dir": str(training_audio), "work_dir": str(base / "work")},
-        "pre_encode": {"store_scale": True, "batch_size": 8},
-    }
     path = base / "exp.yaml"
     path.write_text(yaml.safe_dump(document), encoding="utf-8")
     experiment = load_experiment(path)
@@ -77,7 +70,20 @@ def encoded_work(tmp_path_factory, training_audio) -> tuple[Path, dict]:
     save_autoencoder(model, layout_of(experiment).autoencoder_weights, stage_hash(experiment, "train_autoencoder"))
     pre_encode_all(experiment, progress=False)
     build_index(experiment)
-    return base / "work", document
+    return experiment.work_dir
+
+
+@pytest.fixture(scope="session")
+def encoded_work(tmp_path_factory, training_audio) -> tuple[Path, dict]:
+    """(work dir with plan, shards, autoencoder weights, stores and index; the experiment document)."""
+    base = tmp_path_factory.mktemp("encoded")
+    document = {
+        "extends": str(DEMO_EXPERIMENT),
+        "name": "traintest",
+        "paths": {"audio_dir": str(training_audio), "work_dir": str(base / "work")},
+        "pre_encode": {"store_scale": True, "batch_size": 8},
+    }
+    return encode_document(base, document), document
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from pipeline.layout import layout_of
 from pipeline.train.distributed import DistEnv
 from pipeline.train.stage import run_files, train_stage
 from tests.conftest import DEMO_EXPERIMENT, REPO_ROOT, deep_merge
-from tests.train.conftest import TINY_TRAIN
+from tests.train.conftest import TINY_TRAIN, encode_document
 
 CPU = torch.device("cpu")
 
@@ -44,14 +44,6 @@ def one_thread():
 def few_items_work(tmp_path_factory, training_audio) -> tuple[Path, dict]:
     """Stores of 8 items, each the first 0.256 s (32 latent frames) of one demo file: with
     crop_frames 32 every crop is a whole item, so the model sees 6 fixed latents (2 held out)."""
-    from pipeline.config import stage_hash
-    from pipeline.encode.pre_encode import pre_encode_all
-    from pipeline.latents.index import build_index
-    from pipeline.models.autoencoder.checkpoints import save_autoencoder
-    from pipeline.models.autoencoder.model import Autoencoder
-    from pipeline.shards.plan import write_plan
-    from pipeline.shards.run import write_all_shards
-
     base = tmp_path_factory.mktemp("few_items")
     document = {
         "extends": str(DEMO_EXPERIMENT),
@@ -59,17 +51,7 @@ def few_items_work(tmp_path_factory, training_audio) -> tuple[Path, dict]:
         "paths": {"audio_dir": str(training_audio), "work_dir": str(base / "work")},
         "data": {"max_item_seconds": 0.256, "min_item_seconds": 0.1, "long_items": "truncate"},
     }
-    path = base / "exp.yaml"
-    path.write_text(yaml.safe_dump(document), encoding="utf-8")
-    experiment = load_experiment(path)
-    write_plan(experiment)
-    write_all_shards(experiment, progress=False)
-    torch.manual_seed(3)
-    model = Autoencoder(experiment.autoencoder.model, experiment.data.sample_rate).eval()
-    save_autoencoder(model, layout_of(experiment).autoencoder_weights, stage_hash(experiment, "train_autoencoder"))
-    pre_encode_all(experiment, progress=False)
-    build_index(experiment)
-    return base / "work", document
+    return encode_document(base, document), document
 
 
 def few_items_experiment(few_items_work, tmp_path: Path, train: dict):
