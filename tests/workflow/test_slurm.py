@@ -110,6 +110,8 @@ def test_default_target_runs_as_slurm_jobs(tmp_path):
     assert (work / "autoencoder" / "model.safetensors").is_file()
     assert (work / "autoencoder" / "model.json").is_file()
     assert "step 2/2" in (work / "logs" / "train_autoencoder.log").read_text()
+    assert (work / "train" / "model.safetensors").is_file()
+    assert (work / "samples" / "samples.json").is_file() and (work / "samples" / "sample-0000.wav").is_file()
 
     # SLURM ran every job: one sbatch job per rule and shard, each with its own SLURM log.
     submitted = {}  # SLURM job id -> rule (from the log path: <logdir>/rule_<rule>/[<wildcards>/]<id>.log)
@@ -124,10 +126,12 @@ def test_default_target_runs_as_slurm_jobs(tmp_path):
         "plan",
         "pre_encode_one",
         "pre_encode_one",
+        "sample_audio",
         "shard_one",
         "shard_one",
         "shard_summary",
         "train_autoencoder",
+        "train_model",
     ]
     assert rules == expected, output[-6000:]
     assert re.findall(r"^localrule (\w+):", output, re.MULTILINE) == ["all"]  # nothing else ran locally
