@@ -205,7 +205,11 @@ def fake_examples(count: int, epoch: int = 0) -> list[dict]:
 
 def test_cfg_dropout_drops_that_share_of_items_and_timesteps_follow_the_sampler():
     from pipeline.models.diffusion.objectives import timesteps_from
-    from pipeline.train.diffusion import Drawer
+    from pipeline.train.diffusion import Drawer as WorkerDrawer
+    from pipeline.train.diffusion import to_device
+
+    def Drawer(*settings):  # noqa: N802 (the drawer as the trainer sees its batches: tensors)
+        return lambda examples: to_device(WorkerDrawer(*settings)(examples), CPU)
 
     examples = fake_examples(4000)
     kept = {p: Drawer(11, "uniform", p)(examples)["keep"] for p in (0.0, 0.25, 0.5)}
