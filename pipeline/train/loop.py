@@ -357,6 +357,12 @@ def _resume(
     state.load(saved)
     if env.is_main:
         print(f"train {family.name}: resuming run {run_hash} from step {state.step} ({path})")
+        planned = saved.get("steps")
+        if planned is not None and planned != config.steps and config.scheduler.name != "constant":
+            print(
+                f"train {family.name}: note: {config.section}.steps changed from {planned} to {config.steps}; the "
+                f"{config.scheduler.name} schedule continues with the length it was built with ({planned} steps)"
+            )
     return state.step
 
 
@@ -406,7 +412,9 @@ def _save(state: State, run: RunFiles, run_hash: str, config: LoopSettings, env:
     if bad:
         _diverged(log, run, state.step, f"the weights are not finite ({', '.join(bad[:3])})", config)
     if env.is_main:
-        path = save_checkpoint(run, state.step, state.to_dict(run_hash, {}), config.keep_checkpoints)
+        path = save_checkpoint(
+            run, state.step, state.to_dict(run_hash, {"steps": config.steps}), config.keep_checkpoints
+        )
         log.write({"step": state.step, "checkpoint": str(path)})
     distributed.barrier()
 

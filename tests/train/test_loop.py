@@ -163,3 +163,12 @@ def test_optimizer_options_are_checked_before_step_zero(train_experiment):
 
     with pytest.raises(UserFacingError, match="train.optimizer.options.*betaz"):
         train_stage(experiment, progress=False)
+
+
+def test_raising_steps_under_a_schedule_says_the_schedule_keeps_its_length(train_experiment, capsys):
+    cosine = {"scheduler": {"name": "CosineAnnealingLR", "warmup_steps": 2}, "checkpoint_every": 3}
+    assert train_stage(load_experiment(train_experiment({**cosine, "steps": 6})), progress=False).step == 6
+    capsys.readouterr()
+    assert train_stage(load_experiment(train_experiment({**cosine, "steps": 9})), progress=False).step == 9
+    said = capsys.readouterr().out
+    assert "train.steps changed from 6 to 9" in said and "CosineAnnealingLR schedule continues" in said
