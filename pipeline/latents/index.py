@@ -28,6 +28,7 @@ from pipeline.latents.store import (
     INDEX_FORMAT,
     SHARD_IDENTITY_COUNTS,
     SHARD_IDENTITY_STRINGS,
+    SHARED_ATTRIBUTES,
     STRING,
     VERSION,
     RunningStats,
@@ -40,21 +41,6 @@ from pipeline.latents.store import (
 )
 from pipeline.layout import layout_of
 from pipeline.utils.atomic import atomic_path
-
-# Attributes every shard store of one index must share.
-SHARED_ATTRIBUTES = (
-    "sample_rate",
-    "latent_rate",
-    "downsampling_ratio",
-    "latent_dim",
-    "is_discrete",
-    "n_codebooks",
-    "codebook_size",
-    "dtype",
-    "autoencoder_config",
-    "autoencoder_weights_sha256",
-    "stage_hash",
-)
 
 
 def build_index(experiment: Experiment) -> Path:

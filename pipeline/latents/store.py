@@ -42,9 +42,8 @@ FRAME_DATASETS = ("latents", "latents_scale", "codes")  # the per-frame datasets
 # What an index records of each store it reads through (/shards/<column>), compared by `verify`.
 SHARD_IDENTITY_STRINGS = ("content_sha256", "autoencoder_weights_sha256", "stage_hash")
 SHARD_IDENTITY_COUNTS = ("items", "frames")
-ROOT_ATTRIBUTES = (
-    "format",
-    "format_version",
+# What every store under one index must share: the autoencoder's geometry and identity, the stage hash.
+SHARED_ATTRIBUTES = (
     "sample_rate",
     "latent_rate",
     "downsampling_ratio",
@@ -56,6 +55,11 @@ ROOT_ATTRIBUTES = (
     "autoencoder_config",
     "autoencoder_weights_sha256",
     "stage_hash",
+)
+ROOT_ATTRIBUTES = (
+    "format",
+    "format_version",
+    *SHARED_ATTRIBUTES,
     "package_version",
     "torch_version",
     "h5py_version",

@@ -10,7 +10,6 @@ stage hash)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,10 +64,10 @@ class DiffusionFamily:
             )
         self.fields = tuple(metadata_fields(self.config))
         self.micro_batch = self.train_config.micro_batch(env.world_size)
-        self._warn_short_items(table)
+        self._warn_short_items()
 
-    def _warn_short_items(self, table: ItemTable) -> None:
-        crop, longest = self.train_config.data.crop_frames, int(table.lengths.max())
+    def _warn_short_items(self) -> None:
+        crop, longest = self.train_config.data.crop_frames, self.stores.longest_frames
         if longest < crop and self.env.is_main:
             print(
                 f"train: every item is shorter than train.data.crop_frames ({crop}); the longest has {longest} "
@@ -238,8 +237,3 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
             value = torch.from_numpy(value)
         moved[name] = value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
     return moved
-
-
-def read_export(path: Path) -> dict[str, Any]:
-    """The description written beside exported weights."""
-    return json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
