@@ -31,47 +31,23 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
-import yaml
+from common import sharded_demo  # bench/ is the script's directory: on sys.path
 
-from pipeline.audio.demo import write_demo_data
 from pipeline.autoencoder import experiment_autoencoder
-from pipeline.config import load_experiment
 from pipeline.config.experiment import Experiment
-from pipeline.config.hashing import stage_hash
 from pipeline.encode.pre_encode import encode_items, planned_indices, pre_encode_shard
 from pipeline.latents.index import build_index
 from pipeline.layout import layout_of
-from pipeline.models.autoencoder.checkpoints import save_autoencoder
 from pipeline.models.autoencoder.model import Autoencoder
-from pipeline.shards.plan import write_plan
 from pipeline.shards.reader import ShardItem, read_items
-from pipeline.shards.run import write_all_shards
 from pipeline.utils.devices import pick_device
 
-DEMO_EXPERIMENT = Path(__file__).resolve().parent.parent / "configs/experiments/demo.yaml"
 Crop = tuple[int, int]  # (global item row, start frame)
 
 
 def setup(work: Path, seconds: float, overrides: list[str]) -> Experiment:
     """Demo audio, an experiment extending the demo, its plan and shards, and random-init weights."""
-    write_demo_data(work / "audio", seed=7, total_seconds=seconds)
-    document = {
-        "extends": str(DEMO_EXPERIMENT),
-        "name": "bench_pre_encode",
-        "paths": {"audio_dir": str(work / "audio"), "work_dir": str(work / "work")},
-    }
-    (work / "bench.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
-    experiment = load_experiment(work / "bench.yaml", overrides)
-    write_plan(experiment)
-    write_all_shards(experiment, progress=False)
-    torch.manual_seed(0)
-    save_autoencoder(
-        Autoencoder(experiment.autoencoder.model, experiment.data.sample_rate).eval(),
-        layout_of(experiment).autoencoder_weights,
-        stage_hash(experiment, "train_autoencoder"),
-    )
-    return experiment
+    return sharded_demo(work, seconds, "bench_pre_encode", overrides)
 
 
 def timed(function: Callable[[], object]) -> float:

@@ -58,26 +58,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
+from common import sharded_demo  # bench/ is the script's directory: on sys.path
 
-from pipeline.audio.demo import write_demo_data
 from pipeline.autoencoder import experiment_autoencoder
 from pipeline.config import load_experiment
 from pipeline.config.experiment import Experiment
-from pipeline.config.hashing import stage_hash
 from pipeline.config.registry import build
 from pipeline.config.training import TrainConfig
 from pipeline.encode.pre_encode import pre_encode_all
 from pipeline.latents.dataset import normalise
 from pipeline.latents.index import build_index
-from pipeline.layout import RunFiles, layout_of
-from pipeline.models.autoencoder.checkpoints import save_autoencoder
+from pipeline.layout import RunFiles
 from pipeline.models.autoencoder.config import AutoencoderModelConfig
 from pipeline.models.autoencoder.model import Autoencoder
 from pipeline.models.diffusion.diffusion_config import DiffusionModelConfig
-from pipeline.shards.plan import write_plan
 from pipeline.shards.reader import read_items, shard_tars
-from pipeline.shards.run import write_all_shards
 from pipeline.train.diffusion import DiffusionFamily, DiffusionStep
 from pipeline.train.distributed import DistEnv
 from pipeline.train.loop import (
@@ -92,7 +87,6 @@ from pipeline.train.loop import (
 )
 from pipeline.utils.devices import pick_device
 
-DEMO_EXPERIMENT = Path(__file__).resolve().parent.parent / "configs/experiments/demo.yaml"
 # Stable Audio Open 1.0 (model_configs/txt2audio/stable_audio_open_1_0.json): its VAE pretransform, its
 # DiT, and its two number conditioners (the t5 prompt is left out: a frozen text encoder, not trained).
 SAO_OOBLECK = {"type": "oobleck", "channels": 128, "c_mults": [1, 2, 4, 8, 16], "strides": [2, 4, 4, 8, 8]}
@@ -205,22 +199,7 @@ class Trainer:
 # --- the demo experiment ------------------------------------------------------------------------------
 def setup(work: Path, seconds: float, device: str) -> Experiment:
     """Demo audio, an experiment extending the demo, its shards, random-init weights, stores and index."""
-    write_demo_data(work / "audio", seed=7, total_seconds=seconds)
-    document = {
-        "extends": str(DEMO_EXPERIMENT),
-        "name": "bench_train",
-        "paths": {"audio_dir": str(work / "audio"), "work_dir": str(work / "work")},
-    }
-    (work / "bench.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
-    experiment = load_experiment(work / "bench.yaml", [f"pre_encode.device={device}", f"train.device={device}"])
-    write_plan(experiment)
-    write_all_shards(experiment, progress=False)
-    torch.manual_seed(0)
-    save_autoencoder(
-        Autoencoder(experiment.autoencoder.model, experiment.data.sample_rate).eval(),
-        layout_of(experiment).autoencoder_weights,
-        stage_hash(experiment, "train_autoencoder"),
-    )
+    experiment = sharded_demo(work, seconds, "bench_train", [f"pre_encode.device={device}", f"train.device={device}"])
     pre_encode_all(experiment, progress=False)
     build_index(experiment)
     return experiment

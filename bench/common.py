@@ -1,0 +1,42 @@
+"""Set-up the benchmarks share: a demo experiment on generated audio, sharded, with autoencoder weights
+the benchmark creates (random init: fine for throughput, meaningless latents)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import yaml
+
+from pipeline.audio.demo import write_demo_data
+from pipeline.config import load_experiment
+from pipeline.config.experiment import Experiment
+from pipeline.config.hashing import stage_hash
+from pipeline.layout import layout_of
+from pipeline.models.autoencoder.checkpoints import save_autoencoder
+from pipeline.models.autoencoder.model import Autoencoder
+from pipeline.shards.plan import write_plan
+from pipeline.shards.run import write_all_shards
+
+DEMO_EXPERIMENT = Path(__file__).resolve().parent.parent / "configs/experiments/demo.yaml"
+
+
+def sharded_demo(work: Path, seconds: float, name: str, overrides: list[str]) -> Experiment:
+    """Demo audio under `work`, an experiment extending the demo, its plan and shards, and random-init weights."""
+    write_demo_data(work / "audio", seed=7, total_seconds=seconds)
+    document = {
+        "extends": str(DEMO_EXPERIMENT),
+        "name": name,
+        "paths": {"audio_dir": str(work / "audio"), "work_dir": str(work / "work")},
+    }
+    (work / "bench.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
+    experiment = load_experiment(work / "bench.yaml", overrides)
+    write_plan(experiment)
+    write_all_shards(experiment, progress=False)
+    torch.manual_seed(0)
+    save_autoencoder(
+        Autoencoder(experiment.autoencoder.model, experiment.data.sample_rate).eval(),
+        layout_of(experiment).autoencoder_weights,
+        stage_hash(experiment, "train_autoencoder"),
+    )
+    return experiment
