@@ -185,7 +185,7 @@ class Trainer:
     def steps(self, batches: Iterable[Batch], count: int) -> None:
         batches = iter(batches)
         for _ in range(count):
-            loss, _ = _optimizer_step(self.state, self.step_module, batches, self.config, self.device, self.env)
+            loss, _, _ = _optimizer_step(self.state, self.step_module, batches, self.config, self.device, self.env)
             if not math.isfinite(loss):
                 raise RuntimeError(f"the bench's training diverged (loss {loss}) at step {self.state.step}")
             self.state.step += 1

@@ -111,21 +111,14 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank when `flag` is true on any (a stop request seen by one rank stops them all)."""
+def reduce_step(loss: float, stop_requested: bool, device: torch.device) -> tuple[float, bool]:
+    """(the loss averaged over the ranks, whether any rank was asked to stop): one collective per step,
+    so a stop signal seen by one rank stops them all at the same step boundary."""
     if not dist.is_initialized():
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item() > 0)
-
-
-def mean_over_ranks(value: float, device: torch.device) -> float:
-    if not dist.is_initialized():
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return float(tensor.item()) / dist.get_world_size()
+        return loss, stop_requested
+    values = torch.tensor([loss, 1.0 if stop_requested else 0.0], dtype=torch.float64, device=device)
+    dist.all_reduce(values)
+    return float(values[0].item()) / dist.get_world_size(), bool(values[1].item() > 0)
 
 
 def barrier() -> None:

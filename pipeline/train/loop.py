@@ -183,7 +183,9 @@ def train(
     started, timer_step = time.monotonic(), state.step
     with StopSignals() as signals:
         while state.step < stop:
-            loss, parts = _optimizer_step(state, step_module, batches, config, device, env)
+            loss, parts, stopping = _optimizer_step(
+                state, step_module, batches, config, device, env, signals.requested is not None
+            )
             if not math.isfinite(loss):
                 _diverged(log, run, state.step + 1, f"the loss is {loss}", config)
             state.step += 1
@@ -196,7 +198,6 @@ def train(
                 log.write({"step": state.step, "loss": loss, **parts, "lr": lr, "steps_per_s": round(rate, 4)})
             if state.step % config.eval_every == 0 or state.step == config.steps:
                 result.eval_loss = _evaluate(family, state, device, log, env, run, config)
-            stopping = distributed.any_rank(signals.requested is not None, device)
             if stopping or state.step % config.checkpoint_every == 0 or state.step == stop:
                 _save(state, run, run_hash, config, env, log)
             if stopping:
@@ -254,8 +255,10 @@ def _optimizer_step(
     config: LoopSettings,
     device: torch.device,
     env: DistEnv,
-) -> tuple[float, dict[str, float]]:
-    """One optimizer step over `grad_accum` micro-batches; returns the loss averaged over them and the ranks."""
+    stop_requested: bool = False,
+) -> tuple[float, dict[str, float], bool]:
+    """One optimizer step over `grad_accum` micro-batches; returns the loss averaged over them and the
+    ranks, the parts, and whether any rank was asked to stop (both from one reduction)."""
     state.optimizer.zero_grad(set_to_none=True)
     total, parts = 0.0, {}
     for micro in range(config.grad_accum):
@@ -268,18 +271,18 @@ def _optimizer_step(
         total += float(loss.detach()) / config.grad_accum
         for name, value in info.items():
             parts[name] = parts.get(name, 0.0) + value / config.grad_accum
-    total = distributed.mean_over_ranks(total, device)
+    total, stopping = distributed.reduce_step(total, stop_requested, device)
     if not math.isfinite(total):
-        return total, parts
+        return total, parts, stopping
     if config.grad_clip is not None:
         parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.grad_clip))
         if not math.isfinite(parts["grad_norm"]):
-            return parts["grad_norm"], parts  # an overflowing gradient diverges like a non-finite loss
+            return parts["grad_norm"], parts, stopping  # an overflowing gradient diverges like a non-finite loss
     state.optimizer.step()
     state.scheduler.step()
     if state.ema is not None and state.step + 1 > config.ema.start_step:  # type: ignore[union-attr]
         state.ema.update_parameters(state.model)
-    return total, parts
+    return total, parts, stopping
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
