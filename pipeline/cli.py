@@ -250,6 +250,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_install_profile(args: argparse.Namespace) -> int:
+    from pipeline.profiles import install_profile
+
+    print(install_profile(args.name, destination=args.dest, force=args.force).line())
+    return 0
+
+
 def _expected_identity(experiment_file: Path | None) -> dict[str, str] | None:
     """What `verify --experiment` demands of a store or index: the experiment's weights and stage hash."""
     if experiment_file is None:
@@ -280,6 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment_arguments(
         command("show", cmd_show, "print the resolved experiment (extends and overrides applied)")
     )
+    profile = command(
+        "install-profile",
+        cmd_install_profile,
+        "install a Snakemake profile of this checkout where `snakemake --profile NAME` finds it from any directory",
+    )
+    profile.add_argument("name", nargs="?", default="slurm", help="profiles/<name> to install (default: slurm)")
+    profile.add_argument(
+        "--dest",
+        type=Path,
+        help="profile directory to install into (default: $XDG_CONFIG_HOME/snakemake or ~/.config/snakemake)",
+    )
+    profile.add_argument("--force", action="store_true", help="replace a different profile of that name")
     schema = command("schema", cmd_schema, "print the JSON Schema of experiment files")
     schema.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
     _add_experiment_arguments(command("plan", cmd_plan, "list audio_dir, read headers, assign items to shards"))
