@@ -38,9 +38,10 @@ format: setup
 	$(BIN)/ruff check --fix $(LINTED)
 	$(BIN)/snakefmt $(SNAKEFILES)
 
-# Regenerate the committed JSON Schema (a test checks it is current).
+# Regenerate the committed JSON Schema and the experiment reference made from it (tests check both are current).
 schema: setup
 	$(BIN)/pipeline schema -o schema/experiment.schema.json
+	$(BIN)/pipeline schema --markdown -o docs/experiment-reference.md
 
 clean:
 	rm -rf $(VENV) data results .snakemake

@@ -55,8 +55,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     from pipeline.config import experiment_schema
+    from pipeline.config.reference import experiment_reference
 
-    text = json.dumps(experiment_schema(), indent=2) + "\n"
+    text = experiment_reference() if args.markdown else json.dumps(experiment_schema(), indent=2) + "\n"
     if args.output:
         args.output.write_text(text, encoding="utf-8")
         print(f"wrote {args.output}", file=sys.stderr)
@@ -301,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--force", action="store_true", help="replace a different profile of that name")
     schema = command("schema", cmd_schema, "print the JSON Schema of experiment files")
     schema.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+    schema.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the Markdown reference of every field instead (docs/experiment-reference.md)",
+    )
     _add_experiment_arguments(command("plan", cmd_plan, "list audio_dir, read headers, assign items to shards"))
     shard = command("shard", cmd_shard, "write WebDataset shard tars (one, or every pending one)")
     _add_experiment_arguments(shard)

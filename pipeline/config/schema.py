@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic.json_schema import GenerateJsonSchema
+from pydantic_core import core_schema
+
 from pipeline.config.experiment import Experiment
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -11,12 +14,25 @@ SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 def experiment_schema() -> dict[str, Any]:
     """The schema of an experiment file; `extends` is allowed because files are validated before merging."""
-    schema = _conditional_unions(Experiment.model_json_schema(mode="validation"))
+    schema = _conditional_unions(
+        Experiment.model_json_schema(mode="validation", schema_generator=_FactoryDefaultsSchema)
+    )
     schema["properties"]["extends"] = {
         "description": "base experiment file(s), relative to this file; merged deeply, this file wins",
         "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
     }
     return {"$schema": SCHEMA_DIALECT, **schema}
+
+
+class _FactoryDefaultsSchema(GenerateJsonSchema):
+    """Fields with a `default_factory` show the value it makes (`resources.train` its stage's resources,
+    `data.codec` `{type: flac}`); pydantic leaves their `default` out otherwise."""
+
+    def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
+        factory = schema.get("default_factory")
+        if factory is None or schema.get("default_factory_takes_data"):
+            return super().get_default_value(schema)
+        return factory()  # type: ignore[call-arg]
 
 
 def _conditional_unions(node: Any) -> Any:

@@ -9,6 +9,7 @@ hash: changing them neither reruns the stage nor stops a training run from resum
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,16 @@ STAGE_NAMES = tuple(stage.name for stage in STAGES)
 HASHED_STAGES = {stage.name: stage for stage in STAGES if stage.fields is not None}
 
 
+RUNTIME_ONLY_KEY = "x-runtime-only"  # JSON Schema annotation of a RUNTIME_ONLY field (the reference shows it)
+
+
 class _RuntimeOnly:
     def __repr__(self) -> str:
         return "RUNTIME_ONLY"
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict[str, Any]:
+        """The field's schema with `"x-runtime-only": true`, so the schema and the reference say it."""
+        return {**handler(core_schema), RUNTIME_ONLY_KEY: True}
 
 
 RUNTIME_ONLY = _RuntimeOnly()  # `Annotated` metadata of a field that never enters a stage hash
