@@ -16,6 +16,9 @@ experiment import: `Layout(experiment.work_dir)` (or `layout_of(experiment)`).
                                          run.json (stage train; outside the declared outputs)
     train/model.{safetensors,json}       the exported model (EMA weights + the config that built it)
     samples/                             generated audio (stage sample)
+    report/                              figures and tables for `snakemake --report` (stage report):
+                                         training_loss.svg, autoencoder_loss.svg, latents.{svg,html,csv},
+                                         samples.html
 """
 
 from __future__ import annotations
@@ -178,6 +181,38 @@ class Layout:
 
     def sample_wav(self, number: int) -> Path:
         return self.samples_dir / f"sample-{number:04d}.wav"
+
+    # --- report ----------------------------------------------------------------------------------
+    @property
+    def report_dir(self) -> Path:
+        return self.work_dir / "report"
+
+    @property
+    def report_training_loss(self) -> Path:
+        """The train stage's loss curve (from its run's metrics.jsonl)."""
+        return self.report_dir / "training_loss.svg"
+
+    @property
+    def report_autoencoder_loss(self) -> Path:
+        """The train_autoencoder stage's loss curve."""
+        return self.report_dir / "autoencoder_loss.svg"
+
+    @property
+    def report_latents_figure(self) -> Path:
+        return self.report_dir / "latents.svg"
+
+    @property
+    def report_latents_table(self) -> Path:
+        return self.report_dir / "latents.html"
+
+    @property
+    def report_latents_csv(self) -> Path:
+        return self.report_dir / "latents.csv"
+
+    @property
+    def report_samples(self) -> Path:
+        """The sampled WAVs as playable <audio> elements (Snakemake's report only offers WAVs as downloads)."""
+        return self.report_dir / "samples.html"
 
 
 def layout_of(experiment: Any) -> Layout:
