@@ -236,6 +236,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report_figures(args: argparse.Namespace) -> int:
+    from pipeline.report import write_report_figures
+
+    for path in write_report_figures(_load(args), args.part):
+        print(f"report: wrote {path}")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from pipeline.latents.store import read_attributes
     from pipeline.latents.verify import verify
@@ -363,6 +371,18 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--item", metavar="KEY", help="describe this item instead of the whole file")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     inspect.add_argument("--plot", type=Path, metavar="OUT.png", help="also draw an item and the channel statistics")
+    report = command(
+        "report-figures",
+        cmd_report_figures,
+        "write the figures and tables of `snakemake --report` under work_dir/report/",
+    )
+    _add_experiment_arguments(report)
+    report.add_argument(
+        "--part",
+        action="append",
+        choices=("training", "autoencoder", "latents", "samples"),
+        help="only this part (repeatable; default: every part the experiment has)",
+    )
     verify = command("verify", cmd_verify, "check a latent store or index.h5; exit 1 listing every problem")
     verify.add_argument("path", type=Path, help="shard store (latents/shard-NNNNNN.h5) or latents/index.h5")
     verify.add_argument("--no-source", action="store_true", help="skip the source shard tar sha256 check")
