@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -143,18 +144,96 @@ def cmd_train_autoencoder(args: argparse.Namespace) -> int:
     from pipeline.train.autoencoder import train_autoencoder
     from pipeline.train.loop import EXIT_REQUEUE
 
+    launched = _launched(args, "train_autoencoder")
+    if launched is not None:
+        return launched
     result = train_autoencoder(_load(args), progress=not args.quiet, max_steps=args.max_steps)
     print(result.line("train-autoencoder"))
     return EXIT_REQUEUE if result.stopped_by else 0
+
+
+def _launched(args: argparse.Namespace, stage: str) -> int | None:
+    """With --launch, the exit status of the ranks this job started (srun / torchrun), or None to train here."""
+    if not args.launch:
+        return None
+    from pipeline.train.launch import launch_command, run_launched
+
+    resources = getattr(_load(args).resources, stage)
+    arguments = [item for item in args.argv if item != "--launch"]
+    command = launch_command(resources, arguments, os.environ, stage)
+    if command is None:
+        return None
+    print(f"{stage}: starting {resources.processes} processes: {shlex.join(command)}", file=sys.stderr, flush=True)
+    return run_launched(command)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from pipeline.train.loop import EXIT_REQUEUE
     from pipeline.train.stage import train_stage
 
+    if args.submit or _submit_options_given(args):
+        return _submit_train(args)
+    launched = _launched(args, "train")
+    if launched is not None:
+        return launched
     result = train_stage(_load(args), progress=not args.quiet, max_steps=args.max_steps)
     print(result.line("train"))
     return EXIT_REQUEUE if result.stopped_by else 0
+
+
+SUBMIT_OPTIONS = {  # dest -> flag of the options that only mean something with `train --submit`
+    "nodes": "--nodes",
+    "gpus_per_node": "--gpus-per-node",
+    "partition": "--partition",
+    "time": "--time",
+    "account": "--account",
+    "cpus_per_task": "--cpus-per-task",
+    "mem_mb": "--mem-mb",
+    "signal_grace": "--signal-grace",
+    "max_requeues": "--max-requeues",
+    "wait": "--wait",
+}
+
+
+def _submit_options_given(args: argparse.Namespace) -> list[str]:
+    return [flag for dest, flag in SUBMIT_OPTIONS.items() if getattr(args, dest) not in (None, False)]
+
+
+def _submit_train(args: argparse.Namespace) -> int:
+    """`pipeline train EXP --submit`: the training as one SLURM job that requeues itself (train/submit.py)."""
+    from pipeline.errors import UserFacingError
+
+    if not args.submit:
+        given = _submit_options_given(args)
+        raise UserFacingError(f"{', '.join(given)} only apply with --submit (they describe the SLURM job it submits)")
+    if getattr(args, "launch", False):
+        raise UserFacingError("--launch and --submit exclude each other: the submitted job starts its own processes")
+    from pipeline.train.submit import SubmitOptions, report, submit, wait_for
+
+    options = SubmitOptions.of(
+        _load(args),
+        nodes=args.nodes,
+        gpus_per_node=args.gpus_per_node,
+        partition=args.partition,
+        time=args.time,
+        account=args.account,
+        cpus_per_task=args.cpus_per_task,
+        mem_mb=args.mem_mb,
+        signal_grace_s=args.signal_grace,
+        max_requeues=args.max_requeues,
+    )
+    job = submit(args.experiment, args.overrides, options, max_steps=args.max_steps, progress=not args.quiet)
+    print(job.describe(), flush=True)
+    if not args.wait:
+        return 0
+    try:
+        outcome = wait_for(job, lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print(f"\nstopped waiting; job {job.job_id} goes on (squeue -j {job.job_id})", file=sys.stderr)
+        return 130
+    for line in report(job, outcome):
+        print(line, flush=True)
+    return 0 if outcome.succeeded else EXIT_USER_ERROR
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -280,6 +359,42 @@ def _expected_identity(experiment_file: Path | None) -> dict[str, str] | None:
     }
 
 
+LAUNCH_HELP = (
+    "start one process per GPU of the stage's resources (gpus per node x nodes): srun inside a SLURM "
+    "allocation, torchrun otherwise; what the workflow runs"
+)
+
+
+def _add_submit_arguments(train: argparse.ArgumentParser) -> None:
+    job = train.add_argument_group(
+        "submitting (--submit)", "a SLURM job through submitit; defaults from the experiment's resources.train"
+    )
+    job.add_argument(
+        "--submit", action="store_true", help="submit the training as a SLURM job that requeues itself and resumes"
+    )
+    job.add_argument("--nodes", type=int, metavar="N", help="nodes (default resources.train.nodes)")
+    job.add_argument(
+        "--gpus-per-node", type=int, metavar="G", help="GPUs per node, one process each (default resources.train.gpus)"
+    )
+    job.add_argument("--partition", metavar="P", help="SLURM partition (default: the cluster's)")
+    job.add_argument(
+        "--time",
+        metavar="T",
+        help="time limit per job, as sbatch: 90, 1:30:00, 2-00:00:00 (default resources.train.runtime)",
+    )
+    job.add_argument("--account", metavar="A", help="SLURM account")
+    job.add_argument("--cpus-per-task", type=int, metavar="C", help="CPUs per process (default resources.train.cpus)")
+    job.add_argument("--mem-mb", type=int, metavar="M", help="memory per node in MB (default resources.train.mem_mb)")
+    job.add_argument(
+        "--signal-grace",
+        type=int,
+        metavar="S",
+        help="SIGUSR1 this many seconds before the time limit: save and requeue (default resources.train.signal_seconds)",
+    )
+    job.add_argument("--max-requeues", type=int, metavar="N", help="requeue the job at most N times (default 10)")
+    job.add_argument("--wait", action="store_true", help="follow the job until it ends; exit 1 unless it completed")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pipeline import __version__
 
@@ -341,10 +456,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-steps", type=int, metavar="N", help="stop after step N this run (checkpointed; rerun resumes)"
     )
     train_ae.add_argument("--quiet", action="store_true", help="no progress bar")
+    train_ae.add_argument("--launch", action="store_true", help=LAUNCH_HELP)
     train = command("train", cmd_train, "train the experiment's model on the latent stores (resumes; torchrun/srun)")
     _add_experiment_arguments(train)
     train.add_argument("--max-steps", type=int, metavar="N", help="stop after step N this run (checkpointed)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_submit_arguments(train)
+    train.add_argument("--launch", action="store_true", help=LAUNCH_HELP)
     sample = command("sample", cmd_sample, "generate audio with the exported model (WAV + settings JSON)")
     _add_experiment_arguments(sample)
     sample.add_argument("--count", type=int, help="files to generate")
@@ -427,6 +545,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given: --launch reruns it as the ranks
     # `key=value` overrides may also come after options (argparse stops the positional list at the first option)
     if extra and hasattr(args, "overrides") and all("=" in item and not item.startswith("-") for item in extra):
         args.overrides = [*args.overrides, *extra]

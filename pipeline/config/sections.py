@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, create_model, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from pipeline.config.base import StrictModel, check_fields
 from pipeline.config.registry import component_union, discover
@@ -225,12 +226,57 @@ class StageResources(StrictModel):
     cpus: int = Field(1, ge=1, le=1024)
     mem_mb: int = Field(4000, ge=1, le=100_000_000)
     runtime: int = Field(60, ge=1, le=525_600, description="minutes")
-    gpus: int = Field(0, ge=0, le=64, description="GPUs for the job (SLURM --gpus)")
-    nodes: int = Field(1, ge=1, le=4096)
+    gpus: int = Field(0, ge=0, le=64, description="GPUs per node (train: one process per GPU)")
+    nodes: int = Field(1, ge=1, le=4096, description="nodes for the job; train: one process per GPU on each")
+    signal_seconds: int = Field(
+        0,
+        ge=0,
+        le=86_400,
+        description=(
+            "SLURM signals the job (SIGUSR1) this many seconds before its time limit (--signal); training "
+            "saves a checkpoint and stops, to resume in the next job; 0: no signal"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _signal_before_the_limit(self) -> StageResources:
+        if self.signal_seconds and self.signal_seconds >= self.runtime * 60:
+            check_fields(
+                self,
+                [
+                    (
+                        ("signal_seconds",),
+                        f"must be below the job's runtime ({self.runtime} min = {self.runtime * 60} s), got "
+                        f"{self.signal_seconds}: the signal would come before the job could do any work",
+                    )
+                ],
+            )
+        return self
+
+    @property
+    def processes_per_node(self) -> int:
+        """Training processes on each node: one per GPU, or one on a CPU-only node."""
+        return max(self.gpus, 1)
+
+    @property
+    def processes(self) -> int:
+        return self.nodes * self.processes_per_node
 
 
-def _stage(**defaults: int) -> StageResources:
-    return Field(default_factory=lambda: StageResources(**defaults))  # type: ignore[return-value]
+def _stage_model(name: str, defaults: dict[str, int]) -> type[StageResources]:
+    """StageResources with this stage's defaults, so that setting one field (`resources.train: {mem_mb:
+    8000}`) keeps the stage's own defaults for the others (gpus, cpus, ...), not the generic ones."""
+    fields = {
+        key: (int, FieldInfo.merge_field_infos(StageResources.model_fields[key], default=value))
+        for key, value in defaults.items()
+    }
+    title = "".join(part.capitalize() for part in name.split("_")) + "Resources"
+    return create_model(title, __base__=StageResources, __module__=__name__, **fields)  # type: ignore[call-overload]
+
+
+def _stage_field(name: str, defaults: dict[str, int]) -> tuple[type[StageResources], Any]:
+    model = _stage_model(name, defaults)
+    return model, Field(default_factory=model, description=f"one {name} job")
 
 
 # One field per stage, in stage order, defaults from the stage table.
@@ -238,5 +284,5 @@ ResourcesConfig = create_model(
     "ResourcesConfig",
     __base__=StrictModel,
     __module__=__name__,
-    **{stage.name: (StageResources, _stage(**stage.resources)) for stage in STAGES},
+    **{stage.name: _stage_field(stage.name, stage.resources) for stage in STAGES},
 )

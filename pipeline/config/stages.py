@@ -25,10 +25,17 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("plan", dict(mem_mb=2000, runtime=30)),  # the plan records the shard hash
     Stage("shard", dict(cpus=1, mem_mb=4000, runtime=120), None, ("paths.audio_dir", "data")),
-    Stage("train_autoencoder", dict(cpus=4, mem_mb=32000, runtime=1440, gpus=1), "shard", ("autoencoder", "seed")),
+    Stage(
+        "train_autoencoder",
+        dict(cpus=4, mem_mb=32000, runtime=1440, gpus=1, signal_seconds=300),
+        "shard",
+        ("autoencoder", "seed"),
+    ),
     Stage("pre_encode", dict(cpus=4, mem_mb=16000, runtime=120, gpus=1), "shard", ("autoencoder", "pre_encode")),
     Stage("index", dict(mem_mb=4000, runtime=30)),  # the index records the pre_encode hash
-    Stage("train", dict(cpus=8, mem_mb=64000, runtime=1440, gpus=1), "pre_encode", ("train", "seed")),
+    Stage(
+        "train", dict(cpus=8, mem_mb=64000, runtime=1440, gpus=1, signal_seconds=300), "pre_encode", ("train", "seed")
+    ),
     Stage("sample", dict(cpus=4, mem_mb=16000, runtime=60, gpus=1), "train", ("sample", "seed")),
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)

@@ -25,4 +25,4 @@ if TRAINS_AUTOENCODER:
         params:
             stage_hash=HASHES["train_autoencoder"],
         shell:
-            "{PIPELINE} train-autoencoder {EXP_ARGS} --quiet > {log} 2>&1"
+            '"${{PIPELINE[@]}}" train-autoencoder "${{EXPERIMENT[@]}}" --launch --quiet > {log} 2>&1'

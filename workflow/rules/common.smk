@@ -1,11 +1,15 @@
 # Load and validate the experiment once; every rule calls the `pipeline` CLI with the same arguments.
 import shlex
 import sys
+from pathlib import Path
 
 from pipeline.config import ConfigError, load_experiment, stage_hashes
+from pipeline.config.jobs import job_resources
 from pipeline.layout import layout_of
 
-EXPERIMENT_FILE = str(config.get("experiment", "configs/experiments/demo.yaml"))
+# Relative to where Snakemake runs; the default is the bundled demo of this checkout.
+DEFAULT_EXPERIMENT = Path(workflow.main_snakefile).parent / "configs" / "experiments" / "demo.yaml"
+EXPERIMENT_FILE = str(config.get("experiment", DEFAULT_EXPERIMENT))
 OVERRIDES = [str(item) for item in config.get("overrides", [])]
 try:
     EXPERIMENT = load_experiment(EXPERIMENT_FILE, OVERRIDES)
@@ -15,20 +19,24 @@ except ConfigError as error:
 
 LAYOUT = layout_of(EXPERIMENT)  # every path under work_dir
 HASHES = stage_hashes(EXPERIMENT)
-# The interpreter running Snakemake has the package: use it on every node (shared filesystem assumed).
-PIPELINE = f"{shlex.quote(sys.executable)} -m pipeline"
-EXP_ARGS = shlex.join([EXPERIMENT_FILE, *OVERRIDES])
+
+
+# Every job's shell starts with two bash arrays: PIPELINE, the interpreter that runs Snakemake with
+# `-m pipeline` (the package is in it on every node: shared filesystem assumed), and EXPERIMENT, the
+# experiment file and its overrides. Rules run `"${{PIPELINE[@]}}" COMMAND "${{EXPERIMENT[@]}}" ...`.
+# They are shell variables, not rule parameters: a different checkout path or override list must not
+# rerun anything by itself; what a stage produces is covered by its stage hash (params: stage_hash).
+def _shell_array(words):
+    return "(" + shlex.join(words).replace("{", "{{").replace("}", "}}") + ")"
+
+
+shell.prefix(
+    "set -euo pipefail; "
+    f"PIPELINE={_shell_array([sys.executable, '-m', 'pipeline'])}; "
+    f"EXPERIMENT={_shell_array([EXPERIMENT_FILE, *OVERRIDES])}; "
+)
 
 
 def stage_resources(stage):
-    """Snakemake/SLURM resources of a stage from the experiment's `resources` section."""
-    wanted = getattr(EXPERIMENT.resources, stage)
-    resources = {
-        "mem_mb": wanted.mem_mb,
-        "runtime": wanted.runtime,
-        "cpus_per_task": wanted.cpus,
-        "nodes": wanted.nodes,
-    }
-    if wanted.gpus:
-        resources["gpu"] = wanted.gpus
-    return resources
+    """Snakemake/SLURM resources of one job of a stage (pipeline/config/jobs.py)."""
+    return job_resources(stage, getattr(EXPERIMENT.resources, stage))

@@ -13,13 +13,16 @@ rule pre_encode_one:
         LAYOUT.log("pre_encode-{index}"),
     wildcard_constraints:
         index=r"\d{6}",
+    group:
+        "pre_encode"
     threads: EXPERIMENT.resources.pre_encode.cpus
     resources:
         **stage_resources("pre_encode"),
+        serial=1,  # a group job runs its shard jobs one after another (profiles/slurm)
     params:
         stage_hash=HASHES["pre_encode"],
     shell:
-        "{PIPELINE} pre-encode {EXP_ARGS} --shard {wildcards.index} --quiet > {log} 2>&1"
+        '"${{PIPELINE[@]}}" pre-encode "${{EXPERIMENT[@]}}" --shard {wildcards.index} --quiet > {log} 2>&1'
 
 
 def planned_stores(wildcards):
@@ -39,7 +42,7 @@ rule index:
     params:
         stage_hash=HASHES["pre_encode"],
     shell:
-        "{PIPELINE} index {EXP_ARGS} > {log} 2>&1"
+        '"${{PIPELINE[@]}}" index "${{EXPERIMENT[@]}}" > {log} 2>&1'
 
 
 rule pre_encode:

@@ -12,7 +12,7 @@ checkpoint plan:
     params:
         stage_hash=HASHES["shard"],
     shell:
-        "{PIPELINE} plan {EXP_ARGS} > {log} 2>&1"
+        '"${{PIPELINE[@]}}" plan "${{EXPERIMENT[@]}}" > {log} 2>&1'
 
 
 rule shard_one:
@@ -25,13 +25,16 @@ rule shard_one:
         LAYOUT.log("shard-{index}"),
     wildcard_constraints:
         index=r"\d{6}",
+    group:
+        "shard"
     threads: EXPERIMENT.resources.shard.cpus
     resources:
         **stage_resources("shard"),
+        serial=1,  # a group job runs its shard jobs one after another (profiles/slurm)
     params:
         stage_hash=HASHES["shard"],
     shell:
-        "{PIPELINE} shard {EXP_ARGS} --shard {wildcards.index} --quiet > {log} 2>&1"
+        '"${{PIPELINE[@]}}" shard "${{EXPERIMENT[@]}}" --shard {wildcards.index} --quiet > {log} 2>&1'
 
 
 def planned_indices(wildcards):
@@ -65,7 +68,7 @@ rule shard_summary:
     log:
         LAYOUT.log("shard_summary"),
     shell:
-        "{PIPELINE} shard-summary {EXP_ARGS} 2>&1 | tee {log}"
+        '"${{PIPELINE[@]}}" shard-summary "${{EXPERIMENT[@]}}" 2>&1 | tee {log}'
 
 
 rule shard:

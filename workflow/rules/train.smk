@@ -18,7 +18,7 @@ rule train_model:
     params:
         stage_hash=HASHES["train"],
     shell:
-        "{PIPELINE} train {EXP_ARGS} --quiet > {log} 2>&1"
+        '"${{PIPELINE[@]}}" train "${{EXPERIMENT[@]}}" --launch --quiet > {log} 2>&1'
 
 
 rule train:
