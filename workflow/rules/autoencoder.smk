@@ -19,6 +19,8 @@ if TRAINS_AUTOENCODER:
             config=LAYOUT.autoencoder_description,
         log:
             LAYOUT.log("train_autoencoder"),
+        conda:
+            SOFTWARE_ENV
         threads: EXPERIMENT.resources.train_autoencoder.cpus
         resources:
             **stage_resources("train_autoencoder"),

@@ -15,6 +15,8 @@ rule pre_encode_one:
         index=r"\d{6}",
     group:
         "pre_encode"
+    conda:
+        SOFTWARE_ENV
     threads: EXPERIMENT.resources.pre_encode.cpus
     resources:
         **stage_resources("pre_encode"),
@@ -25,10 +27,6 @@ rule pre_encode_one:
         '"${{PIPELINE[@]}}" pre-encode "${{EXPERIMENT[@]}}" --shard {wildcards.index} --quiet > {log} 2>&1'
 
 
-def planned_stores(wildcards):
-    return [LAYOUT.store(index) for index in planned_indices(wildcards)]
-
-
 rule index:
     input:
         planned_stores,
@@ -36,6 +34,8 @@ rule index:
         LAYOUT.index,
     log:
         LAYOUT.log("index"),
+    conda:
+        SOFTWARE_ENV
     threads: EXPERIMENT.resources.index.cpus
     resources:
         **stage_resources("index"),

@@ -6,6 +6,8 @@ checkpoint plan:
         LAYOUT.plan,
     log:
         LAYOUT.log("plan"),
+    conda:
+        SOFTWARE_ENV
     threads: EXPERIMENT.resources.plan.cpus
     resources:
         **stage_resources("plan"),
@@ -27,6 +29,8 @@ rule shard_one:
         index=r"\d{6}",
     group:
         "shard"
+    conda:
+        SOFTWARE_ENV
     threads: EXPERIMENT.resources.shard.cpus
     resources:
         **stage_resources("shard"),
@@ -37,28 +41,6 @@ rule shard_one:
         '"${{PIPELINE[@]}}" shard "${{EXPERIMENT[@]}}" --shard {wildcards.index} --quiet > {log} 2>&1'
 
 
-def planned_indices(wildcards):
-    """Index of every shard in the plan (evaluated after the `plan` checkpoint ran).
-
-    The .smk files import only pipeline.config and pipeline.layout, and the typed plan records
-    (pipeline.shards.records, read by pipeline.shards.plan.load_plan) sit in the shard stage, which
-    pulls in the audio libraries. All a rule needs is `shards[].index` (docs/formats.md), so it is
-    read here with the standard library."""
-    import json
-
-    plan_file = checkpoints.plan.get().output[0]
-    with open(plan_file, encoding="utf-8") as handle:
-        return [shard["index"] for shard in json.load(handle)["shards"]]
-
-
-def planned_shards(wildcards):
-    return [LAYOUT.shard_tar(index) for index in planned_indices(wildcards)]
-
-
-def planned_manifests(wildcards):
-    return [LAYOUT.manifest(index) for index in planned_indices(wildcards)]
-
-
 rule shard_summary:
     input:
         planned_manifests,
@@ -67,6 +49,8 @@ rule shard_summary:
         LAYOUT.shard_summary,
     log:
         LAYOUT.log("shard_summary"),
+    conda:
+        SOFTWARE_ENV
     shell:
         '"${{PIPELINE[@]}}" shard-summary "${{EXPERIMENT[@]}}" 2>&1 | tee {log}'
 

@@ -12,6 +12,8 @@ rule train_model:
         config=LAYOUT.exported_description,
     log:
         LAYOUT.log("train"),
+    conda:
+        SOFTWARE_ENV
     threads: EXPERIMENT.resources.train.cpus
     resources:
         **stage_resources("train"),
