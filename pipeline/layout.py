@@ -15,6 +15,7 @@ experiment import: `Layout(experiment.work_dir)` (or `layout_of(experiment)`).
     train/checkpoints/<run hash>/        training runs: step-NNNNNNNNN.pt (the newest K), metrics.jsonl,
                                          run.json (stage train; outside the declared outputs)
     train/model.{safetensors,json}       the exported model (EMA weights + the config that built it)
+    train/submitit/                      `pipeline train --submit`: job pickles and logs (<job id>_0_log.out/err)
     samples/                             generated audio (stage sample)
     report/                              figures and tables for `snakemake --report` (stage report):
                                          training_loss.svg, autoencoder_loss.svg, latents.{svg,html,csv},
@@ -169,6 +170,11 @@ class Layout:
     @property
     def exported_description(self) -> Path:
         return self.exported_model.with_suffix(".json")
+
+    @property
+    def train_submitit(self) -> Path:
+        """`pipeline train --submit`'s jobs: submitit's pickles and each job's logs (`<job id>_<task>_log.{out,err}`)."""
+        return self.train_dir / "submitit"
 
     @property
     def samples_dir(self) -> Path:

@@ -4,6 +4,8 @@
 - `pipeline.latents` never imports `encode`, `train` or `sample`;
 - no module imports another package's private (`_name`) helpers;
 - the `.smk` files import only `pipeline.config` and `pipeline.layout` from the package;
+- only `pipeline.train.submit` imports submitit, and `import pipeline.cli` (with its parser) loads none
+  of it (`pipeline train --submit` imports it when it submits);
 - what loading, validating and hashing an experiment imports is torch-free: `pipeline.config`, the
   layout, the component config modules (`*_config`, `config`) and the packages around them import no
   torch and no module that is not torch-free itself (`tests/test_torch_free.py` checks the result).
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,6 +45,7 @@ FORBIDDEN = {
     "pipeline.latents": ("pipeline.encode", "pipeline.train", "pipeline.sample"),
 }
 SMK_ALLOWED = ("pipeline.config", "pipeline.layout")
+SUBMITIT_MODULE = "pipeline.train.submit"  # the one module that imports submitit
 TORCH = ("torch", "torchaudio", "vector_quantize_pytorch")
 TORCH_FREE = ("pipeline", "pipeline.layout", "pipeline.errors", "pipeline.audio.codecs", "pipeline.audio.io")
 MODEL_PACKAGES = {
@@ -83,6 +88,8 @@ def torch_free(module: str) -> bool:
 def violations(source: str, module: str, is_package: bool = False) -> list[str]:
     problems = []
     for imported, name, line in imports(source, module, is_package):
+        if imported.split(".")[0] == "submitit" and module != SUBMITIT_MODULE:
+            problems.append(f"{module}:{line} imports {imported}: only {SUBMITIT_MODULE} imports submitit")
         if torch_free(module) and (
             imported.split(".")[0] in TORCH or (within(imported, "pipeline") and not torch_free(imported))
         ):
@@ -147,6 +154,8 @@ def test_snakemake_files_import_only_config_and_layout():
         ),
         ("pipeline.latents.index", "from ..train import loop", "imports pipeline.train"),
         ("pipeline.encode.pre_encode", "from pipeline.shards.writer import _encode_sample", "imports private"),
+        ("pipeline.cli", "import submitit", "only pipeline.train.submit imports submitit"),
+        ("pipeline.train.stage", "from submitit.helpers import Checkpointable", "only pipeline.train.submit"),
         ("pipeline.models.autoencoder.oobleck_config", "import torch.nn", "torch-free but imports torch.nn"),
         (
             "pipeline.config.sections",
@@ -170,3 +179,17 @@ def test_the_smk_rule_catches_a_violation():
         "x.smk:1 imports pipeline.models.autoencoder.checkpoints"
     ]
     assert smk_violations("from pipeline.layout import layout_of\nimport json\n", "x.smk") == []
+
+
+def test_the_submit_module_may_import_submitit():
+    assert violations("import submitit\nfrom submitit.core.utils import JobPaths", SUBMITIT_MODULE) == []
+
+
+def test_the_cli_starts_without_submitit():
+    script = (
+        "import sys\nimport pipeline.cli\npipeline.cli.build_parser()\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'submitit'))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -81,7 +81,11 @@ def latest_checkpoint(run: RunFiles) -> tuple[dict[str, Any], Path] | None:
 
 class StopSignals:
     """While active, SIGUSR1/SIGTERM set `requested` instead of killing the process; the loop saves at
-    the next step boundary and exits (SLURM sends one of them before a preemption or the time limit)."""
+    the next step boundary and exits (SLURM sends one of them before a preemption or the time limit).
+
+    Entered inside another StopSignals (a submitted job guards its whole start-up, see submit.py), it
+    takes over a request the outer one already holds: a signal that came while the stage was starting
+    still stops the loop, after its first step."""
 
     def __init__(self) -> None:
         self.requested: str | None = None
@@ -90,6 +94,9 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         for number in STOP_SIGNALS:
             self._previous[number] = signal.signal(number, self._handle)
+            outer = getattr(self._previous[number], "__self__", None)
+            if isinstance(outer, StopSignals) and outer.requested and self.requested is None:
+                self.requested = outer.requested
         return self
 
     def _handle(self, number: int, frame: types.FrameType | None) -> None:
