@@ -2,7 +2,7 @@
 #   snakemake --profile profiles/local [--config experiment=configs/experiments/my_run.yaml] [TARGET]
 # Targets without wildcards, one per stage: shard, train_autoencoder (when no pretrained checkpoint is
 # configured), pre_encode (stores + index, when the experiment has an autoencoder), train and sample
-# (when it has a train section); `all` is the default.
+# (when it has a train section), report (the files `snakemake --report report.html` shows); `all` is the default.
 # The experiment is loaded and validated once in workflow/rules/common.smk; stages live in their own files.
 
 
@@ -22,6 +22,9 @@ if AUTOENCODER_WEIGHTS is not None and EXPERIMENT.train is not None:
     include: "workflow/rules/sample.smk"
 
 
+include: "workflow/rules/report.smk"  # what each stage above contributes to `snakemake --report`
+
+
 # The default target stays here: Snakemake ignores both `default_target` and rule order in included
 # files (snakemake issues #2056, #2773), so the one rule of this file is the aggregate of every stage.
 rule all:
@@ -30,3 +33,4 @@ rule all:
         rules.shard.input,
         rules.pre_encode.input if AUTOENCODER_WEIGHTS is not None else [],
         rules.sample.input if AUTOENCODER_WEIGHTS is not None and EXPERIMENT.train is not None else [],
+        rules.report.input,
