@@ -116,6 +116,9 @@ SlurmctldTimeout=60
 SlurmdTimeout=60
 InactiveLimit=0
 KillWait=10
+# A requeued job waits cred_expire + 1 s before it may start again (default 120 s); the requeue tests
+# need less. Still far longer than a step launch takes on one node.
+AuthInfo=cred_expire=30
 NodeName=$NODE CPUs=$CPUS $TOPOLOGY RealMemory=$MEM Gres=gpu:${#FAKE_GPUS[@]} State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF

@@ -111,6 +111,8 @@ class LoopResult:
             where = f"; exported {self.exported}"
         elif self.stopped_by:
             where = f"; stopped by {self.stopped_by}, checkpoint saved: run the same command to continue"
+        elif self.step >= self.steps:
+            where = "; done (rank 0 exports)"  # what every other rank of a finished run prints
         else:
             where = "; rerun to continue"
         return f"{name}: step {self.step}/{self.steps}{losses}{where}"

@@ -8,40 +8,23 @@ run polls job states with squeue (the flags in SLURM_TEST_FLAGS, described in do
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.conftest import DEMO_EXPERIMENT, QUICK_SAMPLE, QUICK_TRAIN, REPO_ROOT
+from tests.slurm import SLURM_TEST_FLAGS, require_slurm, scontrol_job
 
-# On top of profiles/slurm, for a cluster without accounting (sacct cannot see jobs): squeue status
-# (valid while MinJobAge >= 3 x the first status check delay), no account, quick first status check.
-SLURM_TEST_FLAGS = (
-    "--slurm-status-command",
-    "squeue",
-    "--slurm-no-account",
-    "--slurm-init-seconds-before-status-checks",
-    "2",
-)
-SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
-
-
-def _slurm_available() -> str | None:
-    """None when a cluster answers, else why the test cannot run."""
-    if shutil.which("sbatch") is None:
-        return "no SLURM here: sbatch is not on PATH (start a test cluster with .ci/slurm-setup.sh)"
-    try:
-        sinfo = subprocess.run(["sinfo", "--noheader"], check=False, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"SLURM does not answer: sinfo failed ({error})"
-    if sinfo.returncode != 0:
-        return f"SLURM does not answer: sinfo failed ({sinfo.stderr.strip()}); run .ci/slurm-setup.sh"
-    return None
+SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 
 
 def _experiment(directory: Path) -> Path:
@@ -55,13 +38,16 @@ def _experiment(directory: Path) -> Path:
         "paths": {"audio_dir": str(audio), "work_dir": str(directory / "work")},
         "data": {"shard": {"max_items": 3}},
         "autoencoder": {"training": {"steps": 2, "eval_every": 2, "checkpoint_every": 2, "holdout_items": 1}},
-        "train": QUICK_TRAIN,
+        # Long enough to be requeued after its first checkpoint (TRAIN_STEPS steps, a checkpoint every 2).
+        "train": {**QUICK_TRAIN, "steps": TRAIN_STEPS, "eval_every": 10, "log_every": 5},
         "sample": QUICK_SAMPLE,
-        # One CPU per job so both shards' jobs run side by side on a 2-core node; each pre-encode job
-        # asks SLURM for a GPU (the test cluster's are placeholders: torch still encodes on the CPU).
+        # One CPU per process so two jobs (or two ranks) fit side by side on the 2-core node; GPU stages
+        # ask SLURM for GPUs (the test cluster's are placeholders: torch still runs on the CPU).
         "resources": {
             "train_autoencoder": {"cpus": 1},
             "pre_encode": {"cpus": 1, "gpus": 1},
+            "train": {"cpus": 1, "gpus": 2, "signal_seconds": 0},  # two processes (one per GPU): DDP over gloo
+            "sample": {"cpus": 1, "gpus": 1},
         },
     }
     path = directory / "slurmtest.yaml"
@@ -69,20 +55,12 @@ def _experiment(directory: Path) -> Path:
     return path
 
 
-def _scontrol_job(job_id: str) -> str:
-    shown = subprocess.run(["scontrol", "show", "job", job_id], check=False, capture_output=True, text=True, timeout=30)
-    assert shown.returncode == 0, f"scontrol show job {job_id}: {shown.stderr}"
-    return shown.stdout
+TRAIN_STEPS = 20
 
 
-def test_default_target_runs_as_slurm_jobs(tmp_path):
-    reason = _slurm_available()
-    if reason is not None:
-        pytest.skip(reason)
-    experiment = _experiment(tmp_path)
-    slurm_logs = tmp_path / "slurm_logs"
+def _snakemake(*arguments: str, experiment: Path, slurm_logs: Path) -> list[str]:
     snakemake = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
-    command = [
+    return [
         snakemake,
         "--profile",
         "profiles/slurm",
@@ -92,13 +70,82 @@ def test_default_target_runs_as_slurm_jobs(tmp_path):
         "--slurm-logdir",
         str(slurm_logs),
         "--slurm-keep-successful-logs",
+        *arguments,
     ]
-    result = subprocess.run(command, check=False, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
 
-    # Every stage's outputs.
-    work = tmp_path / "work"
+
+def _running_train_job() -> str | None:
+    listed = subprocess.run(
+        ["squeue", "--noheader", "--states=RUNNING", "--format=%i|%k"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    for line in listed.stdout.split():
+        job_id, _, comment = line.partition("|")
+        if comment == "rule_train_model":
+            return job_id
+    return None
+
+
+def _requeue_training_after_first_checkpoint(process: subprocess.Popen, work: Path) -> str | None:
+    """While the workflow runs: once the training job has written a checkpoint, `scontrol requeue` it.
+    Returns the SLURM id of the requeued job (None if the workflow ended first)."""
+    deadline = time.monotonic() + 900
+    while process.poll() is None and time.monotonic() < deadline:
+        job_id = _running_train_job()
+        if job_id is not None and list((work / "train" / "checkpoints").glob("*/step-*.pt")):
+            requeued = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=30)
+            assert requeued.returncode == 0, requeued.stderr
+            return job_id
+        time.sleep(0.5)
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm_run(tmp_path_factory) -> dict:
+    """The default target through profiles/slurm, with the training job requeued once mid-run."""
+    require_slurm()
+    directory = tmp_path_factory.mktemp("slurm")
+    experiment = _experiment(directory)
+    slurm_logs = directory / "slurm_logs"
+    command = _snakemake(experiment=experiment, slurm_logs=slurm_logs)
+    with subprocess.Popen(
+        command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as process:
+        output_lines: list[str] = []
+        reader = threading.Thread(target=lambda: output_lines.extend(process.stdout), daemon=True)
+        reader.start()
+        requeued = _requeue_training_after_first_checkpoint(process, directory / "work")
+        process.wait(timeout=1200)
+        reader.join(timeout=30)
+    output = "".join(output_lines)
+    assert process.returncode == 0, output[-6000:]
+    return {
+        "directory": directory,
+        "experiment": experiment,
+        "work": directory / "work",
+        "slurm_logs": slurm_logs,
+        "output": output,
+        "requeued": requeued,
+    }
+
+
+def _submitted(run: dict) -> dict[str, str]:
+    """SLURM job id -> rule or group (from the log path: <logdir>/rule_<rule>|group_<group>/[...]/<id>.log)."""
+    submitted = {}
+    for _, slurm_id, log in SUBMITTED.findall(run["output"]):
+        log_path = Path(log)
+        assert log_path.is_file() and log_path.stem == slurm_id, log
+        top = log_path.relative_to(run["slurm_logs"]).parts[0]
+        assert top.startswith(("rule_", "group_")), log
+        submitted[slurm_id] = top
+    return submitted
+
+
+def test_every_stage_runs_down_to_sampled_wavs_and_the_stores_verify(slurm_run):
+    work = slurm_run["work"]
     names = [shard["name"] for shard in json.loads((work / "shards" / "plan.json").read_text())["shards"]]
     assert len(names) == 2
     for name in names:
@@ -106,35 +153,37 @@ def test_default_target_runs_as_slurm_jobs(tmp_path):
         assert (work / "shards" / f"{name}.json").is_file(), name
         assert (work / "latents" / f"{name}.h5").is_file(), name
     assert sorted(p.stem for p in (work / "latents").glob("shard-*.h5")) == sorted(names)
-    assert (work / "latents" / "index.h5").is_file()
     assert (work / "autoencoder" / "model.safetensors").is_file()
-    assert (work / "autoencoder" / "model.json").is_file()
     assert "step 2/2" in (work / "logs" / "train_autoencoder.log").read_text()
     assert (work / "train" / "model.safetensors").is_file()
     assert (work / "samples" / "samples.json").is_file() and (work / "samples" / "sample-0000.wav").is_file()
 
-    # SLURM ran every job: one sbatch job per rule and shard, each with its own SLURM log.
-    submitted = {}  # SLURM job id -> rule (from the log path: <logdir>/rule_<rule>/[<wildcards>/]<id>.log)
-    for _, slurm_id, log in SUBMITTED.findall(output):
-        log_path = Path(log)
-        assert log_path.is_file() and log_path.stem == slurm_id, log
-        rule = next(part for part in log_path.relative_to(slurm_logs).parts if part.startswith("rule_"))
-        submitted[slurm_id] = rule.removeprefix("rule_")
-    rules = sorted(submitted.values())
-    expected = [
-        "index",
-        "plan",
-        "pre_encode_one",
-        "pre_encode_one",
-        "sample_audio",
-        "shard_one",
-        "shard_one",
-        "shard_summary",
-        "train_autoencoder",
-        "train_model",
-    ]
-    assert rules == expected, output[-6000:]
-    assert re.findall(r"^localrule (\w+):", output, re.MULTILINE) == ["all"]  # nothing else ran locally
+    # `pipeline verify` passes on every store and on the index, against the experiment.
+    for store in [*sorted((work / "latents").glob("shard-*.h5")), work / "latents" / "index.h5"]:
+        verified = subprocess.run(
+            [sys.executable, "-m", "pipeline", "verify", str(store), "--experiment", str(slurm_run["experiment"])],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert verified.returncode == 0, (store, verified.stdout, verified.stderr)
+
+
+def test_jobs_are_sbatch_jobs_grouped_per_shard_with_their_gpus(slurm_run):
+    submitted = _submitted(slurm_run)
+    # One SLURM job per rule, and one per group for the per-shard jobs (both shards in one job each).
+    assert sorted(submitted.values()) == [
+        "group_pre_encode_pre_encode_one",  # the folder of a group job's log: group_<group>_<rules>
+        "group_shard_shard_one",
+        "rule_index",
+        "rule_plan",
+        "rule_sample_audio",
+        "rule_shard_summary",
+        "rule_train_autoencoder",
+        "rule_train_model",
+    ], slurm_run["output"][-6000:]
+    local = set(re.findall(r"^localrule (\w+):", slurm_run["output"], re.MULTILINE))
+    assert local == {"all"} | {rule for rule in local if rule.startswith("report_")}  # only the report pages
 
     states = subprocess.run(
         ["squeue", "--noheader", "--states=all", "--format=%i|%T", "--jobs", ",".join(submitted)],
@@ -144,10 +193,60 @@ def test_default_target_runs_as_slurm_jobs(tmp_path):
         timeout=30,
     )
     assert states.returncode == 0, states.stderr
-    seen = dict(line.split("|") for line in states.stdout.split())
-    assert seen == dict.fromkeys(submitted, "COMPLETED")
+    assert dict(line.split("|") for line in states.stdout.split()) == dict.fromkeys(submitted, "COMPLETED")
 
-    # The pre-encode jobs asked SLURM for one GPU each (--gpus=1); the CPU stages asked for none.
-    for slurm_id, rule in submitted.items():
-        gpus = re.search(r"TresPerJob=\S*gpu:(\d+)", _scontrol_job(slurm_id))  # gres:gpu:1 / gres/gpu:1
-        assert (gpus and gpus.group(1)) == ("1" if rule == "pre_encode_one" else None), (rule, slurm_id)
+    # GPUs as the experiment asks: one per pre-encode group job (its shards run one after another) and
+    # for sampling, two on the node for training (one task per GPU), none for the CPU stages.
+    for slurm_id, name in submitted.items():
+        shown = scontrol_job(slurm_id)
+        per_job = re.search(r"TresPerJob=\S*gpu:(\d+)", shown)  # gres:gpu:1 / gres/gpu:1
+        per_node = re.search(r"TresPerNode=\S*gpu:(\d+)", shown)
+        gpus = (per_job and per_job.group(1), per_node and per_node.group(1))
+        expected = {
+            "group_pre_encode_pre_encode_one": ("1", None),
+            "rule_sample_audio": ("1", None),
+            "rule_train_model": (None, "2"),
+        }
+        assert gpus == expected.get(name, (None, None)), (name, slurm_id, shown)
+        if name == "rule_train_model":
+            assert re.search(r"NumTasks=2\b", shown), shown
+
+
+def test_the_requeued_training_resumes_to_the_weights_of_an_uninterrupted_run(slurm_run):
+    from safetensors.torch import load_file
+
+    work = slurm_run["work"]
+    assert slurm_run["requeued"] is not None, "the training job ended before it could be requeued"
+    assert re.search(r"Restarts=1\b", scontrol_job(slurm_run["requeued"]))
+    train_log = (work / "logs" / "train.log").read_text()
+    assert "starting 2 processes" in train_log and "srun" in train_log
+    (run_dir,) = (work / "train" / "checkpoints").iterdir()
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == TRAIN_STEPS
+    requeued_weights = load_file(work / "train" / "model.safetensors")
+
+    # After a complete run there is nothing left to do.
+    planned = subprocess.run(
+        _snakemake("-n", experiment=slurm_run["experiment"], slurm_logs=slurm_run["slurm_logs"]),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert planned.returncode == 0 and "Nothing to be done" in planned.stdout + planned.stderr, planned.stdout
+
+    # The same training uninterrupted, with two processes off SLURM (torchrun), from an empty run dir.
+    shutil.rmtree(run_dir)
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+    uninterrupted = subprocess.run(
+        [sys.executable, "-m", "pipeline", "train", str(slurm_run["experiment"]), "--launch", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environment,
+    )
+    assert uninterrupted.returncode == 0, uninterrupted.stdout[-3000:] + uninterrupted.stderr[-3000:]
+    assert "torch.distributed.run" in uninterrupted.stderr
+    reference = load_file(work / "train" / "model.safetensors")
+    assert reference.keys() == requeued_weights.keys()
+    assert all(torch.equal(reference[name], requeued_weights[name]) for name in reference)
