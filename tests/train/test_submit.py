@@ -3,8 +3,9 @@ the local SLURM cluster a submitted training that is requeued from outside (`sco
 one that outlives its 1-minute time limit; both resume and end with the weights of an uninterrupted
 in-process run of the same experiment.
 
-SLURM keeps a requeued job pending for about two minutes (Reason=BeginTime) before it may start
-again. While jobs of these tests run, a thread lets such a job start at once (`scontrol update
+SLURM keeps a requeued job pending for cred_expire + 1 s (Reason=BeginTime; 31 s on the test cluster,
+121 s by default) before it may start again, and the time-limited job is requeued several times.
+While jobs of these tests run, a thread lets such a job start at once (`scontrol update
 StartTime=now`): the requeue and the resume are SLURM's and the job's own, only the wait is cut.
 """
 
