@@ -447,16 +447,18 @@ def read_result(job: SubmittedJob, wait_s: float = 0.0) -> tuple[str, Any] | Non
 
 
 def wait_for(job: SubmittedJob, echo: Callable[[str], None] = print, poll_s: float = 5.0) -> JobOutcome:
-    """Block until the job has ended (requeues are not an end), echoing each change of its state."""
-    last = None
+    """Block until the job has ended (requeues are not an end), echoing each change of its state. An end
+    other than COMPLETED counts once a second look agrees: a preempted job may still be requeued."""
+    last, ending = None, False
     while True:
         status = job_status(job.job_id)
         shown = (status.state, status.reason, status.restarts)
         if shown != last:
             echo(status.line(job.job_id))
             last = shown
-        if status.state in FINISHED_STATES or status.state == "":
+        if status.state in ("COMPLETED", "") or (status.state in FINISHED_STATES and ending):
             break
+        ending = status.state in FINISHED_STATES
         time.sleep(poll_s)
     found = read_result(job, wait_s=30.0 if status.state == "COMPLETED" else 0.0)
     outcome = JobOutcome(status)

@@ -428,3 +428,15 @@ def test_a_job_past_its_time_limit_saves_requeues_itself_and_completes(timed_out
     resumed = [int(step) for step in re.findall(r"resuming run \w+ from step (\d+)", logs)]
     assert saved and resumed == saved, logs  # every allocation resumed where the one before it saved
     assert_same_training(timed_out_job, reference)
+
+
+def test_wait_reports_a_job_that_failed_and_exits_non_zero(cluster, encoded_work, tmp_path):
+    require_slurm()
+    _, document = encoded_work
+    path = write_experiment(tmp_path / "exp.yaml", document, tmp_path / "no-latents", TINY_TRAIN)
+    job = cluster.submit(path, "--time", "5", "--signal-grace", "30")
+    output = job.finish()
+    assert job.process.returncode == 1, output
+    assert f"job {job.job_id}: FAILED" in output
+    assert "error: " in output and "index.h5: no latent index" in output  # the job's own error, from its result
+    assert f"{job.job_id}_0_log.err" in output
