@@ -11,7 +11,8 @@ Sections (--only NAME[,NAME]; all by default):
             with its own audio_dir (one silent 1 kHz 8-bit WAV of N seconds) and work_dir, and 1 s items, one
             per shard; its plan.json is written by the project's plan writer (pipeline.shards.plan.write_plan),
             so the `plan` checkpoint is done and the DAG holds every per-shard job. --cprofile-seconds S
-            profiles the largest SLURM dry run for at most S seconds and prints where the time went.
+            profiles the SLURM dry run on --cprofile-shards shards for at most S seconds (cProfile, stats
+            written when the time is up) and prints Snakemake's functions by cumulative time.
   count     sbatch calls Snakemake makes for --count-shards shards, grouped (the profile as it is) and not
             (--group-components shard=1 pre_encode=1), read from the dry run: one call per group job it
             prints plus one per job of a rule outside groups that is not local (localrules, and rules
@@ -278,7 +279,7 @@ def profile_dry_run(experiment: Path, seconds: float, output: Path) -> None:
         f"experiment={experiment}",
     ]
     result = timed([*command, *SLURM_TEST_FLAGS], output, seconds + 120)
-    print(f"  cProfile of the SLURM dry run, {result.wall:.0f} s ({load()}); top by cumulative time:")
+    print(f"  {result.wall:.0f} s ({load()}); Snakemake's functions by cumulative time (share of the profiled time):")
     import pstats
 
     table = pstats.Stats(str(stats))
@@ -295,7 +296,6 @@ def planning(args, work: Path) -> None:
     print(f"\n## planning: snakemake -n on N one-item shards (timeout {args.plan_timeout:.0f} s per run)")
     print("| shards | profile | wall s | CPU s | to first job s | jobs planned | group jobs printed | load |")
     print("|---|---|---|---|---|---|---|---|")
-    largest = None
     for shards in args.shards:
         experiment = synthetic(work / f"plan-{shards}", shards)
         for profile in args.profiles:
@@ -312,11 +312,14 @@ def planning(args, work: Path) -> None:
             if run.timed.returncode not in (0, None):
                 print(f"  FAILED (exit {run.timed.returncode}): see {run.timed.output}")
             if profile == "slurm":
-                largest = experiment
                 if run.groups:
                     print(f"  groups printed: {group_summary(run)}; distinct jobs printed {run.distinct} of {jobs}")
-    if args.cprofile_seconds and largest is not None:
-        profile_dry_run(largest, args.cprofile_seconds, work / "cprofile.out")
+    if args.cprofile_seconds:
+        experiment = synthetic(work / f"plan-{args.cprofile_shards}", args.cprofile_shards)
+        print(
+            f"\n  cProfile of the SLURM dry run on {args.cprofile_shards:,} shards, stopped after {args.cprofile_seconds:.0f} s:"
+        )
+        profile_dry_run(experiment, args.cprofile_seconds, work / "cprofile.out")
 
 
 def count(args, work: Path) -> None:
@@ -430,45 +433,43 @@ def real(args, work: Path) -> None:
         ("resumed (plan written), ungrouped", True, ("--group-components", "shard=1", "pre_encode=1")),
     ]
     print(
-        "| run | wall s | sbatch calls (dry run predicted) | shard jobs run (distinct) | per SLURM job: shards, run s "
-        "| queue wait s (median) | load |"
+        "| run | wall s | sbatch calls | SLURM jobs: count x rule (shard jobs in each) | shard jobs run (distinct) "
+        "| median s per SLURM job | dry run predicted | load |"
     )
-    print("|---|---|---|---|---|---|---|")
-    results = []
+    print("|---|---|---|---|---|---|---|---|")
     for index, (label, planned, extra) in enumerate(runs):
         directory = work / f"real-{index}"
         if directory.exists():
             shutil.rmtree(directory)
         experiment = synthetic(directory, shards, plan=planned)
-        predicted = "-"
+        predicted = "- (no plan yet: the dry run cannot see the shards)"
         if planned:
-            local = local_rules(experiment)
-            dry = dry_run("slurm", experiment, directory / "dry.out", args.plan_timeout, extra, ("shard",))
-            predicted = str(sbatch_calls(dry, local))
+            dry = dry_run("slurm", experiment, directory / "dry.out", args.predict_timeout, extra, ("shard",))
+            predicted = f"{sbatch_calls(dry, local_rules(experiment))}"
+            if not dry.finished:
+                predicted = f"did not end: {len(dry.groups):,} group jobs printed in {dry.timed.wall:.0f} s"
         before = load()
         run = real_run(label, experiment, directory, extra, args.real_timeout)
-        results.append(run)
         executions = run.executions
         shard_runs = sum(count for target, count in executions.items() if target.startswith("shard_one"))
         distinct = sum(1 for target in executions if target.startswith("shard_one"))
-        per_job = "; ".join(
-            f"{job['rule'].removeprefix('rule_').removeprefix('group_')}: {len(job['targets'])}, {job['run']:.0f}"
-            for job in run.jobs
+        kinds = collections.Counter((job["rule"].removeprefix("rule_"), len(job["targets"])) for job in run.jobs)
+        jobs = ", ".join(f"{times} x {rule} ({targets})" for (rule, targets), times in sorted(kinds.items()))
+        runs_s = "; ".join(
+            f"{rule} ({targets}): {median([j['run'] for j in run.jobs if (j['rule'].removeprefix('rule_'), len(j['targets'])) == (rule, targets)]):.0f}"
+            for rule, targets in sorted(kinds)
         )
-        if len(run.jobs) > 6:
-            counted = collections.Counter(
-                (job["rule"].removeprefix("rule_").removeprefix("group_"), len(job["targets"])) for job in run.jobs
-            )
-            per_job = "; ".join(
-                f"{times} x {rule} ({targets} job{'s' if targets != 1 else ''}), median {median([j['run'] for j in run.jobs if len(j['targets']) == targets]):.0f} s"
-                for (rule, targets), times in sorted(counted.items())
-            )
         status = "" if run.timed.returncode == 0 else f" (exit {run.timed.returncode})"
+        failed = sum(
+            1 for line in run.timed.output.read_text(errors="replace").splitlines() if line.startswith("Error in rule")
+        )
         print(
-            f"| {label} | {run.timed.wall:.0f}{status} | {len(run.jobs)} ({predicted}) | {shard_runs} ({distinct}) "
-            f"| {per_job} | {median([job['wait'] for job in run.jobs]):.0f} | {before} |",
+            f"| {label} | {run.timed.wall:.0f}{status} | {len(run.jobs)} | {jobs} | {shard_runs} ({distinct}) | {runs_s} "
+            f"| {predicted} | {before} |",
             flush=True,
         )
+        if failed:
+            print(f"  {failed} 'Error in rule' lines in {run.timed.output} (retried: the profile has retries: 2)")
 
 
 # --- start-up ----------------------------------------------------------------------------------------
@@ -624,12 +625,14 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SECTIONS), help="sections, comma-separated: %(default)s")
     parser.add_argument("--shards", default="10,1000,10000", help="shard counts for the planning runs")
     parser.add_argument("--profiles", default="slurm,local")
-    parser.add_argument("--plan-timeout", type=float, default=600, help="seconds per dry run before it is stopped")
-    parser.add_argument("--cprofile-seconds", type=float, default=0, help="profile the largest SLURM dry run")
+    parser.add_argument("--plan-timeout", type=float, default=300, help="seconds per dry run before it is stopped")
+    parser.add_argument("--cprofile-seconds", type=float, default=0, help="profile a SLURM dry run this long (0: no)")
+    parser.add_argument("--cprofile-shards", type=int, default=1000, help="on this many shards")
     parser.add_argument("--count-shards", type=int, default=1000)
     parser.add_argument("--real-shards", type=int, default=12)
     parser.add_argument("--real-group", type=int, default=5, help="shard=K for the real grouped runs")
     parser.add_argument("--real-timeout", type=float, default=900)
+    parser.add_argument("--predict-timeout", type=float, default=120, help="seconds for the dry runs of the real runs")
     parser.add_argument("--startup-repeats", type=int, default=3)
     parser.add_argument("--latency-repeats", type=int, default=5)
     parser.add_argument("--demo-timeout", type=float, default=1800)
