@@ -1,7 +1,7 @@
 """Workflow planning, SLURM submission and start-up costs, and the demo's wall time, in one run.
 
     .venv/bin/python bench/workflow.py                 # everything (the 10,000-shard SLURM dry run stops at --plan-timeout)
-    .venv/bin/python bench/workflow.py --quick         # ~10 minutes: 10 and 100 shards, small real runs, no demo
+    .venv/bin/python bench/workflow.py --quick         # ~15 minutes: 10 and 100 shards, small real runs, no demo
     .venv/bin/python bench/workflow.py --only planning --shards 10,1000,10000
 
 Sections (--only NAME[,NAME]; all by default):
