@@ -13,8 +13,13 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from pipeline.config import Experiment
+    from pipeline.train.loop import LoopResult
 
 EXIT_USER_ERROR = 1
 EXIT_CONFIG_ERROR = 2
@@ -141,43 +146,47 @@ def cmd_import_sat(args: argparse.Namespace) -> int:
 
 
 def cmd_train_autoencoder(args: argparse.Namespace) -> int:
-    from pipeline.train.autoencoder import train_autoencoder
-    from pipeline.train.loop import EXIT_REQUEUE
+    def train(experiment: Experiment) -> LoopResult:
+        from pipeline.train.autoencoder import train_autoencoder
 
-    launched = _launched(args, "train_autoencoder")
-    if launched is not None:
-        return launched
-    result = train_autoencoder(_load(args), progress=not args.quiet, max_steps=args.max_steps)
-    print(result.line("train-autoencoder"))
-    return EXIT_REQUEUE if result.stopped_by else 0
+        return train_autoencoder(experiment, progress=not args.quiet, max_steps=args.max_steps)
 
-
-def _launched(args: argparse.Namespace, stage: str) -> int | None:
-    """With --launch, the exit status of the ranks this job started (srun / torchrun), or None to train here."""
-    if not args.launch:
-        return None
-    from pipeline.train.launch import launch_command, run_launched
-
-    resources = getattr(_load(args).resources, stage)
-    arguments = [item for item in args.argv if item != "--launch"]
-    command = launch_command(resources, arguments, os.environ, stage)
-    if command is None:
-        return None
-    print(f"{stage}: starting {resources.processes} processes: {shlex.join(command)}", file=sys.stderr, flush=True)
-    return run_launched(command)
+    return _launch_or_train(args, "train_autoencoder", "train-autoencoder", train)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pipeline.train.loop import EXIT_REQUEUE
-    from pipeline.train.stage import train_stage
-
     if args.submit or _submit_options_given(args):
         return _submit_train(args)
-    launched = _launched(args, "train")
-    if launched is not None:
-        return launched
-    result = train_stage(_load(args), progress=not args.quiet, max_steps=args.max_steps)
-    print(result.line("train"))
+
+    def train(experiment: Experiment) -> LoopResult:
+        from pipeline.train.stage import train_stage
+
+        return train_stage(experiment, progress=not args.quiet, max_steps=args.max_steps)
+
+    return _launch_or_train(args, "train", "train", train)
+
+
+def _launch_or_train(
+    args: argparse.Namespace, stage: str, label: str, train: Callable[[Experiment], LoopResult]
+) -> int:
+    """With --launch and several processes in `resources.<stage>`: start them (srun / torchrun) and return
+    their exit status; otherwise train in this process. The launcher itself never imports torch."""
+    experiment = _load(args)
+    if args.launch:
+        from pipeline.train.launch import launch_command, run_launched
+
+        resources = getattr(experiment.resources, stage)
+        arguments = [item for item in args.argv if item != "--launch"]
+        command = launch_command(resources, arguments, os.environ, stage)
+        if command is not None:
+            print(
+                f"{stage}: starting {resources.processes} processes: {shlex.join(command)}", file=sys.stderr, flush=True
+            )
+            return run_launched(command)
+    from pipeline.train.loop import EXIT_REQUEUE
+
+    result = train(experiment)
+    print(result.line(label))
     return EXIT_REQUEUE if result.stopped_by else 0
 
 

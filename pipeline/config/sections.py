@@ -220,6 +220,11 @@ class PreEncodeConfig(StrictModel):
     )
 
 
+def processes_per_node(gpus: int) -> int:
+    """Training processes on each node: one per GPU, or one on a CPU-only node."""
+    return max(gpus, 1)
+
+
 class StageResources(StrictModel):
     """What one job of a stage asks the scheduler for (Snakemake resources / SLURM request)."""
 
@@ -255,8 +260,7 @@ class StageResources(StrictModel):
 
     @property
     def processes_per_node(self) -> int:
-        """Training processes on each node: one per GPU, or one on a CPU-only node."""
-        return max(self.gpus, 1)
+        return processes_per_node(self.gpus)
 
     @property
     def processes(self) -> int:

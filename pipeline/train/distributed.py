@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from pipeline.train.launch import rank_launcher
+
 DEFAULT_PORT_BASE = 29500  # SLURM: port = base + job id % 10000, so two jobs on one node do not collide
 
 
@@ -37,7 +39,8 @@ class DistEnv:
 def detect(environ: dict[str, str] | None = None) -> DistEnv:
     """The distributed environment this process was started in."""
     env = dict(os.environ if environ is None else environ)
-    if "RANK" in env and "WORLD_SIZE" in env:
+    launcher = rank_launcher(env)
+    if launcher == "torchrun":
         return DistEnv(
             rank=int(env["RANK"]),
             world_size=int(env["WORLD_SIZE"]),
@@ -46,7 +49,7 @@ def detect(environ: dict[str, str] | None = None) -> DistEnv:
             master_port=int(env.get("MASTER_PORT", DEFAULT_PORT_BASE)),
             launcher="torchrun",
         )
-    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_ID" in env:
+    if launcher == "slurm":
         job = int(env.get("SLURM_JOB_ID", "0"))
         return DistEnv(
             rank=int(env["SLURM_PROCID"]),

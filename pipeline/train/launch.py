@@ -18,11 +18,18 @@ from pipeline.config.sections import StageResources
 from pipeline.errors import UserFacingError
 
 
-def is_rank(environ: Mapping[str, str]) -> bool:
-    """Whether this process was started as one rank of several (torchrun, or an srun step of >1 tasks)."""
+def rank_launcher(environ: Mapping[str, str]) -> str | None:
+    """What started this process as one rank of several: "torchrun", "slurm" (an srun step of more than
+    one task), or None (a process on its own). distributed.detect() reads the rank from the same variables."""
     if "RANK" in environ and "WORLD_SIZE" in environ:
-        return True
-    return "SLURM_STEP_ID" in environ and int(environ.get("SLURM_NTASKS", "1")) > 1
+        return "torchrun"
+    if "SLURM_PROCID" in environ and "SLURM_STEP_ID" in environ and int(environ.get("SLURM_NTASKS", "1")) > 1:
+        return "slurm"
+    return None
+
+
+def is_rank(environ: Mapping[str, str]) -> bool:
+    return rank_launcher(environ) is not None
 
 
 def launch_command(

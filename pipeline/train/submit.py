@@ -46,6 +46,7 @@ from typing import Any
 import submitit
 from submitit.core.utils import FailedJobError, FailedSubmissionError, JobPaths
 
+from pipeline.config.sections import processes_per_node
 from pipeline.errors import UserFacingError
 from pipeline.layout import layout_of
 from pipeline.train.checkpoints import STOP_SIGNALS, StopSignals
@@ -105,8 +106,7 @@ class SubmitOptions:
 
     @property
     def tasks_per_node(self) -> int:
-        """One training process per GPU, one on a node without GPUs."""
-        return max(self.gpus_per_node, 1)
+        return processes_per_node(self.gpus_per_node)
 
     @property
     def tasks(self) -> int:
