@@ -22,6 +22,28 @@ QUICK_TRAIN = {
     "data": {"num_workers": 0, "holdout_items": 1, "crop_frames": 32},
 }
 QUICK_SAMPLE = {"count": 1, "seconds": 1.0, "steps": 2}
+QUICK_AUTOENCODER = {"steps": 2, "eval_every": 2, "checkpoint_every": 2, "holdout_items": 1}
+
+
+def write_quick_experiment(directory: Path, name: str, seed: int, audio_seconds: float, **changes: object) -> Path:
+    """<directory>/<name>.yaml: the demo cut to seconds per stage (QUICK_*), on its own demo audio
+    (<directory>/audio) and work dir (<directory>/work), with `changes` merged over it; for the tests
+    that run the whole workflow."""
+    from pipeline.audio.demo import write_demo_data
+
+    audio = directory / "audio"
+    write_demo_data(audio, seed=seed, total_seconds=audio_seconds)
+    document = {
+        "extends": str(DEMO_EXPERIMENT),
+        "name": name,
+        "paths": {"audio_dir": str(audio), "work_dir": str(directory / "work")},
+        "autoencoder": {"training": QUICK_AUTOENCODER},
+        "train": QUICK_TRAIN,
+        "sample": QUICK_SAMPLE,
+    }
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(deep_merge(document, changes), sort_keys=False), encoding="utf-8")
+    return path
 
 
 @pytest.fixture

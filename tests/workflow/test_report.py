@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.audio.demo import write_demo_data
-from tests.conftest import DEMO_EXPERIMENT, QUICK_SAMPLE, QUICK_TRAIN, REPO_ROOT
+from tests.conftest import DEMO_EXPERIMENT, QUICK_SAMPLE, REPO_ROOT, write_quick_experiment
 
 SAMPLE = {**QUICK_SAMPLE, "count": 2}
 REPORT_FILES = {  # file -> (category, subcategory), as workflow/rules/{report,sample}.smk mark them
@@ -108,24 +107,15 @@ def by_name(results: dict[str, Any], categories: dict[str, Any]) -> dict[str, tu
 
 @pytest.mark.slow
 def test_report_holds_the_loss_curves_latent_statistics_and_playable_samples(tmp_path):
-    audio = tmp_path / "audio"
-    write_demo_data(audio, seed=4, total_seconds=40)
     work = tmp_path / "work"
-    experiment = tmp_path / "report.yaml"
-    experiment.write_text(
-        yaml.safe_dump(
-            {
-                "extends": str(DEMO_EXPERIMENT),
-                "name": "reporttest",
-                "paths": {"audio_dir": str(audio), "work_dir": str(work)},
-                "data": {"shard": {"max_items": 4}},
-                "autoencoder": {
-                    "training": {"steps": 2, "eval_every": 2, "checkpoint_every": 2, "holdout_items": 1, "log_every": 1}
-                },
-                "train": QUICK_TRAIN,
-                "sample": SAMPLE,
-            }
-        )
+    experiment = write_quick_experiment(
+        tmp_path,
+        "reporttest",
+        4,
+        40,
+        data={"shard": {"max_items": 4}},
+        autoencoder={"training": {"log_every": 1}},
+        sample=SAMPLE,
     )
     config = ("--config", f"experiment={experiment}")
     snakemake(*config)  # the default target: every stage and the report files

@@ -28,8 +28,7 @@ import h5py
 import pytest
 import yaml
 
-from pipeline.audio.demo import write_demo_data
-from tests.conftest import DEMO_EXPERIMENT, QUICK_SAMPLE, QUICK_TRAIN, REPO_ROOT, deep_merge
+from tests.conftest import REPO_ROOT, deep_merge, write_quick_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -145,19 +144,7 @@ def file_digest(path: Path) -> str:
 def workflow(tmp_path_factory) -> Workflow:
     """The whole default target of a tiny experiment, run once for the module."""
     directory = tmp_path_factory.mktemp("rerun")
-    audio = directory / "audio"
-    write_demo_data(audio, seed=6, total_seconds=24)
-    document = {
-        "extends": str(DEMO_EXPERIMENT),
-        "name": "reruntest",
-        "paths": {"audio_dir": str(audio), "work_dir": str(directory / "work")},
-        "data": {"shard": {"max_items": 3}},
-        "autoencoder": {"training": {"steps": 2, "eval_every": 2, "checkpoint_every": 2, "holdout_items": 1}},
-        "train": QUICK_TRAIN,
-        "sample": QUICK_SAMPLE,
-    }
-    experiment = directory / "reruntest.yaml"
-    experiment.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    experiment = write_quick_experiment(directory, "reruntest", 6, 24, data={"shard": {"max_items": 3}})
     run = Workflow(experiment, directory / "work", SHARDS)
     ran = finished_jobs(run.snakemake())
     plan = json.loads((run.work / "shards" / "plan.json").read_text(encoding="utf-8"))

@@ -19,40 +19,31 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from tests.conftest import DEMO_EXPERIMENT, QUICK_SAMPLE, QUICK_TRAIN, REPO_ROOT
+from tests.conftest import REPO_ROOT, write_quick_experiment
 from tests.slurm import SLURM_TEST_FLAGS, require_slurm, scontrol_job
 
 SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 
 
 def _experiment(directory: Path) -> Path:
-    from pipeline.audio.demo import write_demo_data
-
-    audio = directory / "audio"
-    write_demo_data(audio, seed=3, total_seconds=24)  # 4 pieces -> 2 shards of <= 3 items
-    document = {
-        "extends": str(DEMO_EXPERIMENT),
-        "name": "slurmtest",
-        "paths": {"audio_dir": str(audio), "work_dir": str(directory / "work")},
-        "data": {"shard": {"max_items": 3}},
-        "autoencoder": {"training": {"steps": 2, "eval_every": 2, "checkpoint_every": 2, "holdout_items": 1}},
+    return write_quick_experiment(
+        directory,
+        "slurmtest",
+        3,
+        24,  # 4 pieces -> 2 shards of <= 3 items
+        data={"shard": {"max_items": 3}},
         # Long enough to be requeued after its first checkpoint (TRAIN_STEPS steps, a checkpoint every 2).
-        "train": {**QUICK_TRAIN, "steps": TRAIN_STEPS, "eval_every": 10, "log_every": 5},
-        "sample": QUICK_SAMPLE,
+        train={"steps": TRAIN_STEPS, "eval_every": 10, "log_every": 5},
         # One CPU per process so two jobs (or two ranks) fit side by side on the 2-core node; GPU stages
         # ask SLURM for GPUs (the test cluster's are placeholders: torch still runs on the CPU).
-        "resources": {
+        resources={
             "train_autoencoder": {"cpus": 1},
             "pre_encode": {"cpus": 1, "gpus": 1},
             "train": {"cpus": 1, "gpus": 2, "signal_seconds": 0},  # two processes (one per GPU): DDP over gloo
             "sample": {"cpus": 1, "gpus": 1},
         },
-    }
-    path = directory / "slurmtest.yaml"
-    path.write_text(yaml.safe_dump(document), encoding="utf-8")
-    return path
+    )
 
 
 TRAIN_STEPS = 20
