@@ -275,7 +275,9 @@ def _stage_model(name: str, defaults: dict[str, int]) -> type[StageResources]:
         for key, value in defaults.items()
     }
     title = "".join(part.capitalize() for part in name.split("_")) + "Resources"
-    return create_model(title, __base__=StageResources, __module__=__name__, **fields)  # type: ignore[call-overload]
+    model = create_model(title, __base__=StageResources, __module__=__name__, **fields)  # type: ignore[call-overload]
+    globals()[title] = model  # a module attribute, so that pickle (worker processes) finds the class
+    return model
 
 
 def _stage_field(name: str, defaults: dict[str, int]) -> tuple[type[StageResources], Any]:

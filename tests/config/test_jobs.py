@@ -51,3 +51,13 @@ def test_a_signal_after_the_time_limit_is_a_config_error():
     with pytest.raises(ConfigError) as caught:
         load_experiment(DEMO_EXPERIMENT, ["resources.train.runtime=1", "resources.train.signal_seconds=60"])
     assert "resources.train.signal_seconds" in caught.value.report()
+
+
+def test_an_experiment_pickles_with_its_per_stage_resources():
+    """Worker processes (pre-encode --workers, DataLoader workers) receive the experiment by pickle."""
+    import pickle
+
+    experiment = load_experiment(DEMO_EXPERIMENT)
+    copy = pickle.loads(pickle.dumps(experiment))
+    assert copy.resources == experiment.resources
+    assert type(copy.resources.train).__name__ == "TrainResources"
