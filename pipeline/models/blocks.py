@@ -1,5 +1,6 @@
 """Transformer building blocks shared by the DiT and the LM: attention, rotary embedding, GLU
-feed-forward, bias-free LayerNorm, adaLN, timestep Fourier features.
+feed-forward, bias-free LayerNorm, adaLN, timestep Fourier features, and the key/value cache an
+autoregressive model decodes with (`KVCache`: one new position per step attends to the cached ones).
 
 Module names, parameter shapes, buffers and initialisation follow stable-audio-tools'
 `models/transformer.py` (`ContinuousTransformer`, `TransformerBlock`, `Attention`, `FeedForward`,
@@ -54,9 +55,10 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         self.register_buffer("inv_freq", 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim)))
 
-    def forward(self, seq_len: int) -> Tensor:
-        """(seq_len, rotated channels) angles in float32, whatever the autocast dtype."""
-        positions = torch.arange(seq_len, device=self.inv_freq.device, dtype=torch.float32)
+    def forward(self, seq_len: int, start: int = 0) -> Tensor:
+        """(seq_len, rotated channels) angles of positions start, start + 1, ... in float32, whatever
+        the autocast dtype."""
+        positions = torch.arange(start, start + seq_len, device=self.inv_freq.device, dtype=torch.float32)
         freqs = positions[:, None] * self.inv_freq.float()[None, :]
         return torch.cat((freqs, freqs), dim=-1)
 
@@ -92,6 +94,46 @@ def attention_mask(
     return lower if mask is None else (mask & lower) | lower.triu(offset)
 
 
+class AttentionCache:
+    """One attention layer's keys and values so far, (batch, heads, positions, head_dim), in buffers
+    allocated for `capacity` positions on first use. Cross-attention keeps the context's once."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.length = capacity, 0
+        self.keys: Tensor | None = None
+        self.values: Tensor | None = None
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store the new positions' keys and values; return every position's."""
+        new = k.shape[-2]
+        if self.keys is None or self.values is None:
+            shape = (*k.shape[:-2], self.capacity, k.shape[-1])
+            self.keys, self.values = k.new_empty(shape), v.new_empty(shape)
+        if self.length + new > self.capacity:
+            raise ValueError(f"the key/value cache holds {self.capacity} positions; {self.length + new} asked for")
+        self.keys[..., self.length : self.length + new, :] = k
+        self.values[..., self.length : self.length + new, :] = v
+        self.length += new
+        return self.keys[..., : self.length, :], self.values[..., : self.length, :]
+
+
+class LayerCache:
+    """A transformer block's caches: its self-attention and, when it cross-attends, the context's keys."""
+
+    def __init__(self, capacity: int):
+        self.self_attn = AttentionCache(capacity)
+        self.cross_attn: tuple[Tensor, Tensor] | None = None
+
+
+class KVCache:
+    """Every block's cache and the number of positions seen (prepended tokens included). Made for one
+    decoding: `capacity` positions at most, one batch (a CFG batch of conditioned and null rows too)."""
+
+    def __init__(self, depth: int, capacity: int):
+        self.layers = [LayerCache(capacity) for _ in range(depth)]
+        self.length = 0
+
+
 class Attention(nn.Module):
     """Multi-head attention: self (`to_qkv`) or cross (`to_q`, `to_kv` of `dim_context` channels; with
     fewer key/value heads than query heads each is shared, as SAT does), no biases, `to_out` zero-init."""
@@ -125,12 +167,24 @@ class Attention(nn.Module):
         rotary: Tensor | None = None,
         key_mask: Tensor | None = None,
         causal: bool | None = None,
+        cache: AttentionCache | LayerCache | None = None,
     ) -> Tensor:
         """x (batch, n, dim); context (batch, m, dim_context) for cross-attention; key_mask (batch, keys)
-        True for keys that may be attended to; rotary angles apply to queries and keys (self-attention)."""
-        q, k, v = self._project(x, context)
+        True for keys that may be attended to; rotary angles apply to queries and keys (self-attention).
+        `cache`: self-attention appends the new keys to an AttentionCache and attends to all of them
+        (queries are the last n positions); cross-attention keeps the context's keys in a LayerCache."""
+        if isinstance(cache, LayerCache) and cache.cross_attn is not None:
+            q, (k, v) = _split_heads(self.to_q(x), self.num_heads), cache.cross_attn
+        else:
+            q, k, v = self._project(x, context)
         if rotary is not None:
             q, k = apply_rotary(q, rotary).to(v.dtype), apply_rotary(k, rotary).to(v.dtype)
+        if isinstance(cache, AttentionCache):
+            if key_mask is not None:
+                raise ValueError("a key/value cache takes no key mask (pad at the end of a causal sequence)")
+            k, v = cache.append(k, v)
+        elif isinstance(cache, LayerCache):
+            cache.cross_attn = (k, v)
         causal = (self.causal if causal is None else causal) and q.shape[-2] > 1
         if causal and key_mask is None and q.shape[-2] == k.shape[-2]:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # lets sdpa pick a fused kernel
@@ -209,8 +263,9 @@ class TransformerBlock(nn.Module):
         self.cross_attend = cross_attend
         if cross_attend:
             self.cross_attend_norm = LayerNorm(dim)
+            # Never causal: every query sees the whole context (SAT passes `causal` here, unused by its DiT).
             self.cross_attn = Attention(
-                dim, dim_heads, dim_context=dim_context, causal=causal, zero_init_output=zero_init_branch_outputs
+                dim, dim_heads, dim_context=dim_context, zero_init_output=zero_init_branch_outputs
             )
         self.ff_norm = LayerNorm(dim)
         self.ff = FeedForward(dim, mult=ff_mult, zero_init_output=zero_init_branch_outputs)
@@ -226,18 +281,23 @@ class TransformerBlock(nn.Module):
         rotary: Tensor | None = None,
         mask: Tensor | None = None,
         context_mask: Tensor | None = None,
+        cache: LayerCache | None = None,
     ) -> Tensor:
-        """x (batch, n, dim); mask (batch, n) and context_mask (batch, m): True for real tokens."""
+        """x (batch, n, dim); mask (batch, n) and context_mask (batch, m): True for real tokens.
+        `cache`: x is the next n positions of a sequence whose earlier ones the cache holds."""
         if self.global_cond_dim and global_cond is not None:
-            return self._forward_adaln(x, context, global_cond, rotary, mask, context_mask)
-        x = x + self.self_attn(self.pre_norm(x), rotary=rotary, key_mask=mask)
-        x = self._cross(x, context, context_mask)
+            return self._forward_adaln(x, context, global_cond, rotary, mask, context_mask, cache)
+        self_cache = None if cache is None else cache.self_attn
+        x = x + self.self_attn(self.pre_norm(x), rotary=rotary, key_mask=mask, cache=self_cache)
+        x = self._cross(x, context, context_mask, cache)
         return x + self.ff(self.ff_norm(x))
 
-    def _cross(self, x: Tensor, context: Tensor | None, context_mask: Tensor | None) -> Tensor:
+    def _cross(
+        self, x: Tensor, context: Tensor | None, context_mask: Tensor | None, cache: LayerCache | None = None
+    ) -> Tensor:
         if context is None or not self.cross_attend:
             return x
-        return x + self.cross_attn(self.cross_attend_norm(x), context=context, key_mask=context_mask)
+        return x + self.cross_attn(self.cross_attend_norm(x), context=context, key_mask=context_mask, cache=cache)
 
     def _forward_adaln(
         self,
@@ -247,13 +307,15 @@ class TransformerBlock(nn.Module):
         rotary: Tensor | None,
         mask: Tensor | None,
         context_mask: Tensor | None,
+        cache: LayerCache | None = None,
     ) -> Tensor:
         """SAT's adaLN: x * (1 + scale) + shift after the norm, branch output * sigmoid(1 - gate)."""
         modulation = (self.to_scale_shift_gate + global_cond).unsqueeze(1).chunk(6, dim=-1)
         scale_self, shift_self, gate_self, scale_ff, shift_ff, gate_ff = modulation
         h = self.pre_norm(x) * (1 + scale_self) + shift_self
-        x = x + self.self_attn(h, rotary=rotary, key_mask=mask) * torch.sigmoid(1 - gate_self)
-        x = self._cross(x, context, context_mask)
+        self_cache = None if cache is None else cache.self_attn
+        x = x + self.self_attn(h, rotary=rotary, key_mask=mask, cache=self_cache) * torch.sigmoid(1 - gate_self)
+        x = self._cross(x, context, context_mask, cache)
         h = self.ff_norm(x) * (1 + scale_ff) + shift_ff
         return x + self.ff(h) * torch.sigmoid(1 - gate_ff)
 
@@ -310,22 +372,30 @@ class ContinuousTransformer(nn.Module):
         context_mask: Tensor | None = None,
         global_cond: Tensor | None = None,
         mask: Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> Tensor:
         """x (batch, n, dim_in) -> (batch, prepended + n, dim_out). mask (batch, n): True for real
-        tokens (prepended ones always are); context_mask (batch, m) likewise for the context."""
+        tokens (prepended ones always are); context_mask (batch, m) likewise for the context.
+        With a `cache` (causal decoding, no mask), x continues the sequence the cache has seen: its
+        positions (rotary angles) start there, and it attends to the cached keys and values."""
         x = self.project_in(x)
         if prepend_embeds is not None:
             x = torch.cat((prepend_embeds, x), dim=-2)
             mask = _prepend_mask(mask, prepend_embeds.shape[1])
-        rotary = self.rotary_pos_emb(x.shape[1])
+        start = 0 if cache is None else cache.length
+        rotary = self.rotary_pos_emb(x.shape[1], start)
         if global_cond is not None and hasattr(self, "global_cond_embedder"):
             global_cond = self.global_cond_embedder(global_cond)
-        for layer in self.layers:
+        for number, layer in enumerate(self.layers):
             args = (x, context, global_cond, rotary, mask, context_mask)
-            if self.checkpointing and torch.is_grad_enabled():
+            if cache is not None:
+                x = layer(*args, cache=cache.layers[number])
+            elif self.checkpointing and torch.is_grad_enabled():
                 x = checkpoint(layer, *args, use_reentrant=False)
             else:
                 x = layer(*args)
+        if cache is not None:
+            cache.length += x.shape[1]
         return self.project_out(x)
 
 

@@ -16,13 +16,13 @@ Module names follow stable-audio-tools (`NumberConditioner.embedder.embedding.{0
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from pipeline.config.registry import register
+from pipeline.config.registry import build, register
 from pipeline.models.conditioners_config import (
     ConditionerConfig,
     LabelConditionerConfig,
@@ -117,3 +117,43 @@ class LabelConditioner(Conditioner):
     def forward(self, values: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.embedder(self.indices(values))[:, None, :]
         return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+
+
+class MultiConditioner(nn.Module):
+    """The conditioners by id (`conditioners.<id>`, SAT's key layout)."""
+
+    def __init__(self, config: Any):
+        """`config`: a model config with `conditioners` and `cond_dim` (diffusion, lm)."""
+        super().__init__()
+        self.conditioners = nn.ModuleDict(
+            {c.id: build("conditioner", c, output_dim=config.cond_dim) for c in config.conditioners}
+        )
+        self.fields = {c.id: c.source_field for c in config.conditioners}
+
+    def forward(
+        self, values: Mapping[str, Sequence[Any]], ids: Sequence[str]
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """(tokens, mask) of each conditioner in `ids`, from `values[id]`, else `values[its field]`
+        (SAT's MultiConditioner with its default_keys)."""
+        missing = sorted({self.fields[i] for i in ids if i not in values and self.fields[i] not in values})
+        if missing:
+            raise KeyError(f"conditioning values lack the field(s) {', '.join(missing)}")
+        return {i: self.conditioners[i](values[i] if i in values else values[self.fields[i]]) for i in ids}
+
+
+def joined_tokens(
+    outputs: Mapping[str, tuple[torch.Tensor, torch.Tensor]], ids: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens and masks of conditioners `ids`, joined along the sequence in that order. A sample
+    with no real token would attend to nothing (NaN): its tokens all count as real there (they are the
+    conditioners' zeros, the null)."""
+    tokens = torch.cat([outputs[i][0] for i in ids], dim=1)
+    mask = torch.cat([outputs[i][1] for i in ids], dim=1)
+    return tokens, mask | ~mask.any(dim=1, keepdim=True)
+
+
+def null_tokens(tokens: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+    """Condition tokens (B, S, C) with those of the samples in `drop` (B,) bool (all if None) zeroed:
+    the null that classifier-free guidance and CFG dropout use."""
+    null = torch.zeros_like(tokens)
+    return null if drop is None else torch.where(drop[:, None, None], null, tokens)

@@ -7,7 +7,8 @@ A conditioner turns one metadata field of each item into conditioning tokens of 
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -71,3 +72,44 @@ class LabelConditionerConfig(ConditionerConfig):
             problems.append((("values",), f"must be unique; repeated: {shown}"))
         check_fields(self, problems)
         return self
+
+
+Problems = list[tuple[tuple[str | int, ...], str]]
+
+
+def cond_id_problems(
+    conditioners: Sequence[ConditionerConfig], cond_dim: int, id_lists: Mapping[str, Sequence[str]]
+) -> Problems:
+    """A model's conditioners against the id lists that use them (`cross_attention_cond_ids`, ...):
+    every id named once and used, every listed id a conditioner, listed once; cond_dim set when any is.
+    Paths are relative to the model's config."""
+    problems: Problems = []
+    ids = [conditioner.id for conditioner in conditioners]
+    used = {name for listed in id_lists.values() for name in listed}
+    for index, name in enumerate(ids):
+        if name in ids[:index]:
+            problems.append((("conditioners", index, "id"), f"'{name}' names two conditioners"))
+        elif name not in used:
+            message = f"'{name}' is used by neither {' nor '.join(id_lists)}"
+            problems.append((("conditioners", index, "id"), message))
+    for field, listed in id_lists.items():
+        for index, name in enumerate(listed):
+            if name not in ids:
+                known = ", ".join(ids) if ids else "none"
+                problems.append(((field, index), f"'{name}' names no conditioner (conditioners: {known})"))
+            elif name in listed[:index]:
+                problems.append(((field, index), f"'{name}' is listed twice"))
+    if conditioners and cond_dim == 0:
+        problems.append((("cond_dim",), "must be positive: it is the width of the conditioners' tokens"))
+    return problems
+
+
+def sample_conditioning_problems(conditioners: Sequence[ConditionerConfig], sample: Any) -> Problems:
+    """`sample.conditioning` names only conditioners of the model (paths relative to `sample`)."""
+    ids = [conditioner.id for conditioner in conditioners]
+    known = ", ".join(ids) if ids else "none"
+    return [
+        (("conditioning", name), f"names no conditioner of train.model (conditioners: {known})")
+        for name in sample.conditioning
+        if name not in ids
+    ]

@@ -24,6 +24,11 @@ class RVQBottleneckConfig(BottleneckConfig):
     commitment_weight: float = Field(1.0, ge=0.0, le=1e6, description="weight of the commitment loss")
     threshold_ema_dead_code: float = Field(2.0, ge=0.0, le=1e9, description="replace codes used less than this")
 
+    @property
+    def n_codebooks(self) -> int:
+        """Codes per frame (what a language model over the codes predicts per frame)."""
+        return self.num_quantizers
+
 
 # Codes are stored as int16 up to 32768 entries, int32 beyond: no codebook may outgrow int32.
 MAX_CODEBOOK_SIZE = 2**31
@@ -65,3 +70,7 @@ class FSQBottleneckConfig(BottleneckConfig):
     @property
     def codebook_size(self) -> int:
         return math.prod(self.levels)
+
+    @property
+    def n_codebooks(self) -> int:
+        return self.num_codebooks

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 
 from pipeline.config.base import ComponentConfig, check_fields
 from pipeline.config.registry import component_union, discover, register_config
+from pipeline.models.conditioners_config import cond_id_problems, sample_conditioning_problems
 
 # The backbone and conditioner configs must be registered before the unions below are built. Inside
 # discover() itself (this module is one it imports) the nested call imports the rest and returns.
@@ -65,26 +66,8 @@ class DiffusionModelConfig(ComponentConfig):
         return self
 
     def _id_problems(self) -> Problems:
-        problems: Problems = []
-        ids = [conditioner.id for conditioner in self.conditioners]
-        used = {*self.cross_attention_cond_ids, *self.global_cond_ids}
-        for index, name in enumerate(ids):
-            if name in ids[:index]:
-                problems.append((("conditioners", index, "id"), f"'{name}' names two conditioners"))
-            elif name not in used:
-                message = f"'{name}' is used by neither cross_attention_cond_ids nor global_cond_ids"
-                problems.append((("conditioners", index, "id"), message))
-        for field in ("cross_attention_cond_ids", "global_cond_ids"):
-            listed = getattr(self, field)
-            for index, name in enumerate(listed):
-                if name not in ids:
-                    known = ", ".join(ids) if ids else "none"
-                    problems.append(((field, index), f"'{name}' names no conditioner (conditioners: {known})"))
-                elif name in listed[:index]:
-                    problems.append(((field, index), f"'{name}' is listed twice"))
-        if self.conditioners and self.cond_dim == 0:
-            problems.append((("cond_dim",), "must be positive: it is the width of the conditioners' tokens"))
-        return problems
+        lists = {"cross_attention_cond_ids": self.cross_attention_cond_ids, "global_cond_ids": self.global_cond_ids}
+        return cond_id_problems(self.conditioners, self.cond_dim, lists)
 
     def _width_problems(self) -> Problems:
         """The backbone's condition inputs must be exactly as wide as what the conditioners feed them
@@ -134,11 +117,5 @@ class DiffusionModelConfig(ComponentConfig):
         problems: Problems = []
         if sample.sampler is not None and sample.sampler not in SAMPLERS:
             problems.append((("sampler",), f"'{sample.sampler}' is not one of {', '.join(SAMPLERS)}"))
-        ids = [conditioner.id for conditioner in self.conditioners]
-        for name in sample.conditioning:
-            if name not in ids:
-                known = ", ".join(ids) if ids else "none"
-                problems.append(
-                    (("conditioning", name), f"names no conditioner of train.model (conditioners: {known})")
-                )
+        problems += sample_conditioning_problems(self.conditioners, sample)
         return problems

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from pipeline.config.registry import build, register
+from pipeline.models.conditioners import MultiConditioner, joined_tokens, null_tokens
 from pipeline.models.diffusion import objectives, samplers
 from pipeline.models.diffusion.diffusion_config import DiffusionModelConfig
 
@@ -51,25 +52,6 @@ class LossDraws:
         return LossDraws(noise=self.noise.float().to(device), t=self.t.float().to(device), keep=self.keep.to(device))
 
 
-class MultiConditioner(nn.Module):
-    """The conditioners by id (`conditioners.<id>`, SAT's key layout)."""
-
-    def __init__(self, config: DiffusionModelConfig):
-        super().__init__()
-        self.conditioners = nn.ModuleDict(
-            {c.id: build("conditioner", c, output_dim=config.cond_dim) for c in config.conditioners}
-        )
-        self.fields = {c.id: c.source_field for c in config.conditioners}
-
-    def forward(self, values: Mapping[str, Sequence[Any]], ids: Sequence[str]) -> dict[str, tuple[Tensor, Tensor]]:
-        """(tokens, mask) of each conditioner in `ids`, from `values[id]`, else `values[its field]`
-        (SAT's MultiConditioner with its default_keys)."""
-        missing = sorted({self.fields[i] for i in ids if i not in values and self.fields[i] not in values})
-        if missing:
-            raise KeyError(f"conditioning values lack the field(s) {', '.join(missing)}")
-        return {i: self.conditioners[i](values[i] if i in values else values[self.fields[i]]) for i in ids}
-
-
 @register("model", "diffusion", config=DiffusionModelConfig)
 class DiffusionModel(nn.Module):
     def __init__(self, config: DiffusionModelConfig, io_channels: int):
@@ -88,10 +70,7 @@ class DiffusionModel(nn.Module):
         outputs = self.conditioner(values, list(dict.fromkeys((*cross_ids, *global_ids))))
         cond: Conditioning = {"cross_attn_cond": None, "cross_attn_mask": None, "global_cond": None}
         if cross_ids:
-            cond["cross_attn_cond"] = torch.cat([outputs[i][0] for i in cross_ids], dim=1)
-            mask = torch.cat([outputs[i][1] for i in cross_ids], dim=1)
-            # A sample with no real token would attend to nothing (NaN); its tokens are zero there (the null).
-            cond["cross_attn_mask"] = mask | ~mask.any(dim=1, keepdim=True)
+            cond["cross_attn_cond"], cond["cross_attn_mask"] = joined_tokens(outputs, cross_ids)
         if global_ids:
             cond["global_cond"] = torch.cat([outputs[i][0][:, 0] for i in global_ids], dim=-1)
         return cond
@@ -100,10 +79,7 @@ class DiffusionModel(nn.Module):
     def null_conditioning(cond: Conditioning, drop: Tensor | None = None) -> Conditioning:
         """`cond` with the cross-attention tokens of the samples in `drop` (B,) bool (all if None) zeroed."""
         tokens = cond["cross_attn_cond"]
-        if tokens is None:
-            return dict(cond)
-        null = torch.zeros_like(tokens)
-        return {**cond, "cross_attn_cond": null if drop is None else torch.where(drop[:, None, None], null, tokens)}
+        return dict(cond) if tokens is None else {**cond, "cross_attn_cond": null_tokens(tokens, drop)}
 
     def loss(
         self,

@@ -1,0 +1,1 @@
+"""Language models over discrete codes: codebook interleaving patterns, the decoder-only LM."""
