@@ -267,6 +267,9 @@ def _sample_settings(experiment, args: argparse.Namespace):
         "steps": args.steps,
         "cfg_scale": args.cfg_scale,
         "sampler": args.sampler,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
     }
     changes = {name: value for name, value in flags.items() if value is not None}
     conditioning = dict(experiment.sample.conditioning)
@@ -479,7 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, help="noise seed (same seed, same audio)")
     sample.add_argument("--steps", type=int, help="sampler steps")
     sample.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (1: none)")
-    sample.add_argument("--sampler", help="euler | heun (rectified_flow), ddim | dpmpp_2m (v)")
+    sample.add_argument("--sampler", help="diffusion: euler | heun (rectified_flow), ddim | dpmpp_2m (v)")
+    sample.add_argument("--temperature", type=float, help="LM: softmax temperature of each code (0: most likely)")
+    sample.add_argument("--top-k", type=int, help="LM: draw among the k most likely codes (0: all)")
+    sample.add_argument("--top-p", type=float, help="LM: draw among the likeliest codes, up to probability p (0: all)")
     sample.add_argument(
         "--set", action="append", metavar="ID=VALUE", help="a conditioner's value, e.g. --set label=piano (repeatable)"
     )

@@ -127,11 +127,18 @@ class SampleConfig(StrictModel):
     count: int = Field(4, ge=1, le=100_000, description="audio files to generate")
     seconds: float = Field(10.0, gt=0.0, le=86_400.0, description="duration of each file")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="noise seed: same seed, same audio")
-    steps: int = Field(50, ge=1, le=10_000, description="sampler steps")
+    steps: int = Field(50, ge=1, le=10_000, description="sampler steps (diffusion)")
     sampler: str | None = Field(
-        None, description="euler/heun (rectified_flow), ddim/dpmpp_2m (v); null: the objective's default"
+        None, description="diffusion: euler/heun (rectified_flow), ddim/dpmpp_2m (v); null: the objective's default"
     )
     cfg_scale: float = Field(1.0, ge=0.0, le=100.0, description="classifier-free guidance; 1: no guidance")
+    temperature: float = Field(
+        1.0, ge=0.0, le=100.0, description="LM: softmax temperature of every code drawn; 0: always the most likely"
+    )
+    top_k: int = Field(0, ge=0, le=2**20, description="LM: draw among the k most likely codes only; 0: all")
+    top_p: float = Field(
+        0.0, ge=0.0, le=1.0, description="LM: draw among the most likely codes whose probability reaches p; 0: all"
+    )
     batch_size: Annotated[int, RUNTIME_ONLY] = Field(
         4,
         ge=1,

@@ -1,13 +1,15 @@
 """`pipeline sample EXP`: the exported model + the frozen autoencoder -> WAV files under `samples/`.
 
-File i's noise comes from (seed, i) alone: the same seed and batch size give byte-identical files
-(on one machine and software stack), and another batch size gives the same audio up to float32
-rounding (the kernels round differently at other batch shapes: measured on CPU, at most 1 of the
-16 bits on a few samples in ten thousand), so `batch_size` stays out of the stage hash.
-Latents are de-normalised with the statistics the model was trained with (recorded in model.json),
+File i's randomness comes from (seed, i) alone: a diffusion model's noise, an LM's uniform draws (one
+per code, deciding it by inverse CDF). The same seed and batch size give byte-identical files (on one
+machine and software stack), and another batch size gives the same audio up to float32 rounding (the
+kernels round differently at other batch shapes: measured on CPU, at most 1 of the 16 bits on a few
+samples in ten thousand; an LM's code can flip where a draw falls on a rounding boundary), so
+`batch_size` stays out of the stage hash. Diffusion latents are de-normalised with the statistics the
+model was trained with (recorded in model.json); LM codes are de-interleaved by the model. Either is
 decoded, trimmed to the requested seconds and written as 16-bit WAV at the autoencoder's rate and
-channel count; `samples.json` (written last: the stage's declared output) records the settings,
-the model's stage hash and each file's sha256."""
+channel count; `samples.json` (written last: the stage's declared output) records the settings, the
+model's stage hash and each file's sha256."""
 
 from __future__ import annotations
 
@@ -36,6 +38,9 @@ from pipeline.utils.atomic import atomic_path, sha256_file, write_json_atomic
 from pipeline.utils.devices import pick_device
 
 NOISE_TAG = 0x6E6F6973  # the per-file noise seed: (seed, file number, tag)
+DRAW_TAG = 0x64726177  # the per-file draws of an LM: (seed, file number, tag)
+# What each family's model is built with, as model.json records it.
+BUILD_ARGUMENTS = {"diffusion": ("io_channels",), "lm": ("n_codebooks", "codebook_size")}
 
 
 @dataclass
@@ -48,31 +53,26 @@ def sample_stage(experiment: Experiment, settings: SampleConfig, progress: bool 
     """Generate `settings.count` files with the experiment's exported model."""
     layout = layout_of(experiment)
     description = exported_description(experiment)
-    check_sampler(settings.sampler)
+    family = description.get("family", "diffusion")
+    if family == "diffusion":
+        check_sampler(settings.sampler)
     device = pick_device(settings.device)
     model = load_exported(description, layout.exported_model).to(device).eval()
     values = conditioning_values(model, settings)
     autoencoder = experiment_autoencoder(experiment).to(device).eval()
     frames = latent_frames(settings.seconds, description["latent_rate"], model)
     samples = round(settings.seconds * autoencoder.sample_rate)
-    stats = LatentStats(np.asarray(description["latent_mean"]), np.asarray(description["latent_std"]), 0)
+    generate = generate_codes if family == "lm" else generate_latents
     layout.samples_settings.unlink(missing_ok=True)  # the files change from here on: no record describes them
     files: list[Path] = []
     numbers = list(range(settings.count))
     bar = tqdm(total=settings.count, desc="sample", unit="file", disable=not progress)
     for start in range(0, settings.count, settings.batch_size):
         batch = numbers[start : start + settings.batch_size]
-        noise = torch.stack([file_noise(settings.seed, number, description["io_channels"], frames) for number in batch])
+        batch_values = {name: value * len(batch) for name, value in values.items()}
         with torch.no_grad():
-            latents = model.generate(
-                noise.to(device),
-                {name: value * len(batch) for name, value in values.items()},
-                steps=settings.steps,
-                cfg_scale=settings.cfg_scale,
-                sampler=settings.sampler,
-            )
-            latents = denormalise(latents.float(), stats, description["normalise"])
-            decoded = autoencoder.decode(latents)
+            decodable = generate(model, description, settings, batch, batch_values, frames, device)
+            decoded = autoencoder.decode(decodable)
             if decoded.shape[-1] < samples:
                 raise RuntimeError(
                     f"{frames} latent frames decoded to {decoded.shape[-1]} samples, fewer than {samples}"
@@ -90,9 +90,53 @@ def sample_stage(experiment: Experiment, settings: SampleConfig, progress: bool 
     return Samples(layout.samples_dir, files)
 
 
+def generate_latents(
+    model: Any,
+    description: dict[str, Any],
+    settings: SampleConfig,
+    numbers: list[int],
+    values: dict[str, list],
+    frames: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """A diffusion model's de-normalised latents (B, C, frames) for files `numbers`."""
+    noise = torch.stack([file_noise(settings.seed, number, description["io_channels"], frames) for number in numbers])
+    latents = model.generate(
+        noise.to(device), values, steps=settings.steps, cfg_scale=settings.cfg_scale, sampler=settings.sampler
+    )
+    stats = LatentStats(np.asarray(description["latent_mean"]), np.asarray(description["latent_std"]), 0)
+    return denormalise(latents.float(), stats, description["normalise"])
+
+
+def generate_codes(
+    model: Any,
+    description: dict[str, Any],
+    settings: SampleConfig,
+    numbers: list[int],
+    values: dict[str, list],
+    frames: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """An LM's codes (B, n_codebooks, frames) for files `numbers`, decoded with the key/value cache."""
+    from pipeline.models.lm.patterns import sequence_length
+
+    n_codebooks = description["n_codebooks"]
+    length = sequence_length(model.config.pattern, n_codebooks, frames)
+    uniforms = torch.stack([file_draws(settings.seed, number, length, n_codebooks) for number in numbers])
+    return model.generate(
+        values,
+        frames,
+        uniforms.to(device),
+        temperature=settings.temperature,
+        top_k=settings.top_k,
+        top_p=settings.top_p,
+        cfg_scale=settings.cfg_scale,
+    )
+
+
 def latent_frames(seconds: float, latent_rate: float, model: Any) -> int:
     """Frames covering `seconds`, rounded up to whole backbone patches (a DiT's patch_size)."""
-    patch = int(getattr(model.config.backbone, "patch_size", 1))
+    patch = int(getattr(getattr(model.config, "backbone", None), "patch_size", 1))
     frames = max(1, math.ceil(seconds * latent_rate))
     return -(-frames // patch) * patch
 
@@ -137,7 +181,8 @@ def load_exported(description: dict[str, Any], weights: Path) -> torch.nn.Module
     from pydantic import TypeAdapter
 
     config = TypeAdapter(model_config).validate_python(description["model"])
-    model = build("model", config, io_channels=description["io_channels"])
+    arguments = BUILD_ARGUMENTS[description.get("family", "diffusion")]
+    model = build("model", config, **{name: description[name] for name in arguments})
     load_strict(model, load_file(str(weights)), source=str(weights))
     return model
 
@@ -178,6 +223,12 @@ def _check_value(conditioner: Any, value: Any) -> None:
 def file_noise(seed: int, number: int, channels: int, frames: int) -> torch.Tensor:
     rng = np.random.default_rng([seed, number, NOISE_TAG])
     return torch.from_numpy(rng.standard_normal((channels, frames), dtype=np.float32))
+
+
+def file_draws(seed: int, number: int, length: int, n_codebooks: int) -> torch.Tensor:
+    """(length, n_codebooks) uniforms in [0, 1): one per code an LM draws for file `number`."""
+    rng = np.random.default_rng([seed, number, DRAW_TAG])
+    return torch.from_numpy(rng.random((length, n_codebooks), dtype=np.float32))
 
 
 def _remove_other_samples(directory: Path, kept: list[Path]) -> None:

@@ -16,7 +16,10 @@ from pipeline.layout import RunFiles, layout_of
 from pipeline.train.loop import LoopResult, LoopSettings, launch
 
 RUN_IGNORES = ("train.steps",)  # raising the step count continues the same run
-FAMILIES = {"diffusion": "pipeline.train.diffusion:DiffusionFamily"}  # train.model.type -> family class
+FAMILIES = {  # train.model.type -> family class
+    "diffusion": "pipeline.train.diffusion:DiffusionFamily",
+    "lm": "pipeline.train.lm:LMFamily",
+}
 
 
 def run_hash(experiment: Experiment) -> str:

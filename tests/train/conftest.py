@@ -1,6 +1,8 @@
 """Real latent stores for the training tests: the demo experiment's shards of `training_audio`,
 pre-encoded once per session with an autoencoder the fixture creates; each test gets its own copy of
-the work dir and writes its own `train` section."""
+the work dir and writes its own `train` section. The same for code stores (the discrete demo's rvq
+autoencoder), for the LM family: a test that takes the `family` fixture, or parametrises it, runs on
+the stores and tiny model of that family."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import DEMO_EXPERIMENT, deep_merge
+from tests.conftest import DEMO_EXPERIMENT, REPO_ROOT, deep_merge
+
+DEMO_LM_EXPERIMENT = REPO_ROOT / "configs" / "experiments" / "demo_lm.yaml"
 
 # Every field the demo's own train section sets is set here too (extends merges sections key by key).
 # A DiT small enough for a few hundred CPU steps a test; conditioned as Stable Audio Open is (timing
@@ -46,6 +50,27 @@ TINY_TRAIN = {
     "checkpoint_every": 10,
     "device": "cpu",
 }
+
+# A tiny LM over the discrete demo's codes (4 codebooks of 64), conditioned as the demo LM is: the
+# label cross-attended (dropped for CFG), the timing prepended.
+TINY_LM = {
+    "type": "lm",
+    "pattern": "delay",
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": 1,
+    "cond_dim": 16,
+    "conditioners": [
+        {"type": "number", "id": "seconds_start", "min_val": 0, "max_val": 60},
+        {"type": "number", "id": "seconds_total", "min_val": 0, "max_val": 60},
+        {"type": "label", "id": "label", "values": ["bell", "flute", "organ", "pluck"]},
+    ],
+    "cross_attention_cond_ids": ["label"],
+    "prepend_cond_ids": ["seconds_start", "seconds_total"],
+    "cfg_dropout": 0.1,
+}
+TINY_LM_TRAIN = {**TINY_TRAIN, "model": TINY_LM, "data": {**TINY_TRAIN["data"], "normalise": "none"}}
+FAMILY_TRAIN = {"diffusion": TINY_TRAIN, "lm": TINY_LM_TRAIN}
 
 
 def encode_document(base: Path, document: dict) -> Path:
@@ -86,17 +111,37 @@ def encoded_work(tmp_path_factory, training_audio) -> tuple[Path, dict]:
     return encode_document(base, document), document
 
 
+@pytest.fixture(scope="session")
+def encoded_codes_work(tmp_path_factory, training_audio) -> tuple[Path, dict]:
+    """The same for the discrete demo: code stores of its rvq autoencoder (weights the fixture creates)."""
+    base = tmp_path_factory.mktemp("encoded_codes")
+    document = {
+        "extends": str(DEMO_LM_EXPERIMENT),
+        "name": "lmtest",
+        "paths": {"audio_dir": str(training_audio), "work_dir": str(base / "work")},
+        "pre_encode": {"batch_size": 8},
+    }
+    return encode_document(base, document), document
+
+
 @pytest.fixture
-def train_experiment(tmp_path, encoded_work) -> Callable[..., Path]:
+def family() -> str:
+    """The model family of `train_experiment`; tests parametrise it to run for every family."""
+    return "diffusion"
+
+
+@pytest.fixture
+def train_experiment(tmp_path, family, request) -> Callable[..., Path]:
     """train_experiment(train={...}, name=..., **sections) -> an experiment file over a fresh copy of
-    the encoded work dir (one copy per test), with TINY_TRAIN updated by `train`."""
-    work, document = encoded_work
+    the encoded work dir of `family` (one copy per test), with its tiny train section (TINY_TRAIN,
+    TINY_LM_TRAIN) updated by `train`."""
+    work, document = request.getfixturevalue("encoded_work" if family == "diffusion" else "encoded_codes_work")
     copy = tmp_path / "work"
     if not copy.exists():
         shutil.copytree(work, copy, symlinks=True)
 
     def make(train: dict | None = None, name: str = "exp", **sections) -> Path:
-        changes = {"paths": {"work_dir": str(copy)}, "train": deep_merge(TINY_TRAIN, train or {})}
+        changes = {"paths": {"work_dir": str(copy)}, "train": deep_merge(FAMILY_TRAIN[family], train or {})}
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(deep_merge(deep_merge(document, changes), sections)), encoding="utf-8")
         return path
