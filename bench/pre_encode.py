@@ -35,10 +35,11 @@ from common import sharded_demo  # bench/ is the script's directory: on sys.path
 
 from pipeline.autoencoder import experiment_autoencoder
 from pipeline.config.experiment import Experiment
-from pipeline.encode.pre_encode import encode_items, planned_indices, pre_encode_shard
+from pipeline.encode.pre_encode import encode_items, pre_encode_shard
 from pipeline.latents.index import build_index
 from pipeline.layout import layout_of
 from pipeline.models.autoencoder.model import Autoencoder
+from pipeline.shards.plan import load_plan
 from pipeline.shards.reader import ShardItem, read_items
 from pipeline.utils.devices import pick_device
 
@@ -129,7 +130,7 @@ def interleaved(runs: dict[str, Callable[[int], object]], keys: list[int], repea
 def bench_encode(experiment: Experiment, repeats: int) -> dict[str, object]:
     started, model = time.perf_counter(), experiment_autoencoder(experiment)
     load_seconds = time.perf_counter() - started
-    indices = planned_indices(experiment)
+    indices = load_plan(experiment).indices
     shards = {index: list(read_items([layout_of(experiment).shard_tar(index)])) for index in indices}
     runs: dict[str, Callable[[int], object]] = {
         "end-to-end": lambda i: pre_encode_shard(experiment, i, force=True, model=model),
@@ -151,7 +152,7 @@ def bench_encode(experiment: Experiment, repeats: int) -> dict[str, object]:
 
 
 def bench_reads(experiment: Experiment, scratch: Path, frames: int, reads: int, repeats: int) -> dict[str, object]:
-    stores = [layout_of(experiment).store(index) for index in planned_indices(experiment)]
+    stores = [layout_of(experiment).store(index) for index in load_plan(experiment).indices]
     index = build_index(experiment)
     folder = scratch / "sat_latents"
     write_npy_layout(stores, folder)

@@ -19,6 +19,7 @@ import yaml
 
 if TYPE_CHECKING:
     from pipeline.config import Experiment
+    from pipeline.shards.writer import ShardResult
     from pipeline.train.loop import LoopResult
 
 EXIT_USER_ERROR = 1
@@ -102,24 +103,33 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_shard(args: argparse.Namespace) -> int:
     from pipeline.shards.plan import load_plan
-    from pipeline.shards.run import summarise, write_all_shards
+    from pipeline.shards.run import summarise, write_all_shards, write_shard_job
     from pipeline.shards.writer import write_shard
 
     experiment = _load(args)
+    if args.job is not None:
+        record, results = write_shard_job(experiment, args.job, workers=args.workers, progress=not args.quiet)
+        for result in results:
+            print(_shard_line(result))
+        print(f"shard job {args.job}: {len(results)} shards ({record})")
+        return 0
     if args.all:
         summary = write_all_shards(experiment, workers=args.workers, force=args.force, progress=not args.quiet)
     else:
-        result = write_shard(experiment, load_plan(experiment), args.shard, force=args.force)
-        state = "up to date" if result.skipped else "written"
-        print(
-            f"shard {args.shard}: {result.items} items, {result.seconds:.1f} s of audio, "
-            f"{len(result.rejected)} rejected ({state})"
-        )
+        print(_shard_line(write_shard(experiment, load_plan(experiment), args.shard, force=args.force)))
         if not args.summary:
             return 0
         summary = summarise(experiment)
     print(summary.line())
     return 0
+
+
+def _shard_line(result: ShardResult) -> str:
+    state = "up to date" if result.skipped else "written"
+    return (
+        f"shard {result.index}: {result.items} items, {result.seconds:.1f} s of audio, "
+        f"{len(result.rejected)} rejected ({state})"
+    )
 
 
 def cmd_shard_summary(args: argparse.Namespace) -> int:
@@ -293,9 +303,15 @@ def _sample_settings(experiment, args: argparse.Namespace):
 
 
 def cmd_pre_encode(args: argparse.Namespace) -> int:
-    from pipeline.encode.pre_encode import pre_encode_all, pre_encode_shard
+    from pipeline.encode.pre_encode import pre_encode_all, pre_encode_job, pre_encode_shard
 
     experiment = _load(args)
+    if args.job is not None:
+        record, results = pre_encode_job(experiment, args.job, workers=args.workers, progress=not args.quiet)
+        for result in results:
+            print(result.line())
+        print(f"pre-encode job {args.job}: {len(results)} shards ({record})")
+        return 0
     if args.all:
         results = pre_encode_all(experiment, workers=args.workers, force=args.force, progress=not args.quiet)
     else:
@@ -371,6 +387,10 @@ def _expected_identity(experiment_file: Path | None) -> dict[str, str] | None:
     }
 
 
+JOB_HELP = (
+    "job J of the workflow: its shards (resources.{stage}.shards_per_job of them), then the job's record "
+    "(what the Snakemake rule runs; up-to-date shards are skipped)"
+)
 LAUNCH_HELP = (
     "start one process per GPU of the stage's resources (gpus per node x nodes): srun inside a SLURM "
     "allocation, torchrun otherwise; what the workflow runs"
@@ -448,8 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     which = shard.add_mutually_exclusive_group(required=True)
     which.add_argument("--shard", type=int, metavar="N", help="write shard N of the plan")
     which.add_argument("--all", action="store_true", help="write every shard that is not up to date")
-    shard.add_argument("--workers", type=int, default=1, metavar="K", help="processes for --all (default 1)")
-    shard.add_argument("--force", action="store_true", help="rewrite even up-to-date shards")
+    which.add_argument("--job", type=int, metavar="J", help=JOB_HELP.format(stage="shard"))
+    shard.add_argument("--workers", type=int, default=1, metavar="K", help="processes for --all/--job (default 1)")
+    shard.add_argument("--force", action="store_true", help="rewrite even up-to-date shards (--shard, --all)")
     shard.add_argument("--summary", action="store_true", help="with --shard: also refresh rejected.jsonl")
     shard.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_experiment_arguments(
@@ -495,8 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
     which = pre.add_mutually_exclusive_group(required=True)
     which.add_argument("--shard", type=int, metavar="N", help="encode shard N")
     which.add_argument("--all", action="store_true", help="encode every planned shard")
-    pre.add_argument("--workers", type=int, default=1, metavar="K", help="processes for --all (default 1)")
-    pre.add_argument("--force", action="store_true", help="rebuild even up-to-date stores")
+    which.add_argument("--job", type=int, metavar="J", help=JOB_HELP.format(stage="pre_encode"))
+    pre.add_argument("--workers", type=int, default=1, metavar="K", help="processes for --all/--job (default 1)")
+    pre.add_argument("--force", action="store_true", help="rebuild even up-to-date stores (--shard, --all)")
     pre.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_experiment_arguments(command("index", cmd_index, "gather the shard stores into latents/index.h5"))
     inspect = command("inspect", cmd_inspect, "describe a latent store or index.h5 (size, provenance, statistics)")

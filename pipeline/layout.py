@@ -8,10 +8,12 @@ experiment import: `Layout(experiment.work_dir)` (or `layout_of(experiment)`).
     shards/plan.json                     the plan (stage plan)
     shards/shard-NNNNNN.{tar,json}       a shard tar and its manifest (stage shard)
     shards/rejected.jsonl, summary.json  the rejects ledger and the shard summary
+    shards/jobs/job-NNNNNN.json          what one shard job (several shards) did: its Snakemake output
     autoencoder/model.{safetensors,json} the trained autoencoder (stage train_autoencoder)
     autoencoder/runs/<run hash>/         its resumable runs: checkpoint.pt, metrics.jsonl, run.json
     latents/shard-NNNNNN.h5              one latent store per shard (stage pre_encode)
     latents/index.h5                     the index over every store (stage index)
+    latents/jobs/job-NNNNNN.json         what one pre-encode job (several shards) did: its Snakemake output
     train/checkpoints/<run hash>/        training runs: step-NNNNNNNNN.pt (the newest K), metrics.jsonl,
                                          run.json (stage train; outside the declared outputs)
     train/model.{safetensors,json}       the exported model (EMA weights + the config that built it)
@@ -30,6 +32,8 @@ from typing import Any
 
 SHARD_PREFIX = "shard-"
 SHARD_DIGITS = 6
+JOB_PREFIX = "job-"
+JOB_DIGITS = 6
 STEP_PREFIX = "step-"
 STEP_DIGITS = 9
 
@@ -114,6 +118,13 @@ class Layout:
     @property
     def shard_summary(self) -> Path:
         return self.shards_dir / "summary.json"
+
+    def job_record(self, stage: str, job: int | str) -> Path:
+        """The record a job of a per-shard stage (shard, pre_encode) writes when all its shards are done.
+        `job`: its number, or a Snakemake wildcard such as `{job}`."""
+        folder = {"shard": self.shards_dir, "pre_encode": self.latents_dir}[stage]
+        name = f"{JOB_PREFIX}{job:0{JOB_DIGITS}d}" if isinstance(job, int) else f"{JOB_PREFIX}{job}"
+        return folder / "jobs" / f"{name}.json"
 
     # --- autoencoder -----------------------------------------------------------------------------
     @property

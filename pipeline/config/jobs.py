@@ -9,14 +9,20 @@ Training with more than one process (GPUs per node x nodes) is one SLURM job who
 train --launch` starts with `srun` itself (one task per GPU), so the job is submitted like an MPI job:
 `mpi` and the task counts tell the executor to request the tasks and not wrap the command in its own
 single-task `srun`; GPUs are requested per node (`--gpus-per-node`), so every node gets the same number.
+
+Per-shard stages (shard, pre_encode) run several shards per job, one after another
+(`resources.<stage>.shards_per_job`): job j of a stage holds the shards j*K .. j*K + K - 1 of the
+plan. This module is the one place that knows which shards a job holds; the Snakemake rules and
+`pipeline shard/pre-encode --job J` both ask it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.config.sections import StageResources
+from pipeline.config.sections import PerShardStageResources, StageResources
 
 TRAINING_STAGES = ("train_autoencoder", "train")  # stages whose jobs start one process per GPU
 
@@ -30,11 +36,44 @@ def scaled(base: int) -> Callable[..., int]:
     return by_attempt
 
 
-def job_resources(stage: str, wanted: StageResources) -> dict[str, Any]:
-    """Snakemake `resources:` of one job of `stage` (the keys the SLURM executor plugin reads)."""
+def scaled_per_shard(base: int, shards_of_job: Callable[[Any], int]) -> Callable[..., int]:
+    """`scaled` for a job of several shards: `attempt x shards x base`."""
+
+    def by_attempt(wildcards: Any, attempt: int) -> int:
+        return base * shards_of_job(wildcards) * attempt
+
+    return by_attempt
+
+
+def shards_per_job(wanted: PerShardStageResources, shard_count: int) -> int:
+    """K, the shards one job of a per-shard stage holds, for a plan of `shard_count` shards."""
+    if wanted.shards_per_job != "auto":
+        return int(wanted.shards_per_job)
+    return max(1, math.ceil(shard_count / wanted.max_jobs))
+
+
+def job_count(wanted: PerShardStageResources, shard_count: int) -> int:
+    return math.ceil(shard_count / shards_per_job(wanted, shard_count))
+
+
+def job_shards(wanted: PerShardStageResources, shard_count: int, job: int) -> range:
+    """Plan positions of the shards job `job` holds (the last job may hold fewer)."""
+    per_job = shards_per_job(wanted, shard_count)
+    if not 0 <= job < job_count(wanted, shard_count):
+        raise ValueError(f"job {job} is not one of the {job_count(wanted, shard_count)} jobs of {shard_count} shards")
+    return range(job * per_job, min((job + 1) * per_job, shard_count))
+
+
+def job_resources(
+    stage: str, wanted: StageResources, shards_of_job: Callable[[Any], int] | None = None
+) -> dict[str, Any]:
+    """Snakemake `resources:` of one job of `stage` (the keys the SLURM executor plugin reads).
+
+    `shards_of_job(wildcards)`: for a per-shard stage, how many shards the job holds; its runtime
+    is that many times `runtime` (minutes per shard)."""
     resources: dict[str, Any] = {
         "mem_mb": scaled(wanted.mem_mb),
-        "runtime": scaled(wanted.runtime),
+        "runtime": scaled(wanted.runtime) if shards_of_job is None else scaled_per_shard(wanted.runtime, shards_of_job),
         "cpus_per_task": wanted.cpus,
         "nodes": wanted.nodes,
     }

@@ -267,22 +267,44 @@ class StageResources(StrictModel):
         return self.nodes * self.processes_per_node
 
 
-def _stage_model(name: str, defaults: dict[str, int]) -> type[StageResources]:
+class PerShardStageResources(StageResources):
+    """A stage with one unit of work per shard (shard, pre_encode). One job handles several shards, one
+    after another, so that 10,000 shards are not 10,000 scheduler jobs and one Snakemake job each."""
+
+    runtime: int = Field(60, ge=1, le=525_600, description="minutes per shard: a job of K shards asks for K x runtime")
+    shards_per_job: int | Literal["auto"] = Field(
+        "auto",
+        description="shards one job handles, one after another; auto: 1, or as many as keep the stage within "
+        "max_jobs jobs. Changing it after a run reruns the stage's jobs (each skips its up-to-date shards) and the index",
+    )
+    max_jobs: int = Field(500, ge=1, le=1_000_000, description="with shards_per_job: auto, the most jobs of this stage")
+
+    @field_validator("shards_per_job")
+    @classmethod
+    def _at_least_one_shard(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 1_000_000:
+            raise ValueError(f"must be auto or a whole number from 1 to 1000000, got {value}")
+        return value
+
+
+def _stage_model(name: str, defaults: dict[str, int], per_shard: bool) -> type[StageResources]:
     """StageResources with this stage's defaults, so that setting one field (`resources.train: {mem_mb:
     8000}`) keeps the stage's own defaults for the others (gpus, cpus, ...), not the generic ones."""
+    base = PerShardStageResources if per_shard else StageResources
     fields = {
-        key: (int, FieldInfo.merge_field_infos(StageResources.model_fields[key], default=value))
+        key: (int, FieldInfo.merge_field_infos(base.model_fields[key], default=value))
         for key, value in defaults.items()
     }
     title = "".join(part.capitalize() for part in name.split("_")) + "Resources"
-    model = create_model(title, __base__=StageResources, __module__=__name__, **fields)  # type: ignore[call-overload]
+    model = create_model(title, __base__=base, __module__=__name__, **fields)  # type: ignore[call-overload]
     globals()[title] = model  # a module attribute, so that pickle (worker processes) finds the class
     return model
 
 
-def _stage_field(name: str, defaults: dict[str, int]) -> tuple[type[StageResources], Any]:
-    model = _stage_model(name, defaults)
-    return model, Field(default_factory=model, description=f"one {name} job")
+def _stage_field(name: str, defaults: dict[str, int], per_shard: bool) -> tuple[type[StageResources], Any]:
+    model = _stage_model(name, defaults, per_shard)
+    what = f"one {name} job (several shards: shards_per_job)" if per_shard else f"one {name} job"
+    return model, Field(default_factory=model, description=what)
 
 
 # One field per stage, in stage order, defaults from the stage table.
@@ -290,5 +312,5 @@ ResourcesConfig = create_model(
     "ResourcesConfig",
     __base__=StrictModel,
     __module__=__name__,
-    **{stage.name: _stage_field(stage.name, stage.resources) for stage in STAGES},
+    **{stage.name: _stage_field(stage.name, stage.resources, stage.per_shard) for stage in STAGES},
 )

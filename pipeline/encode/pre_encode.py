@@ -32,9 +32,10 @@ from pipeline.latents.store import FORMAT, VERSION, ItemRecord, StoreWriter, aut
 from pipeline.latents.verify import verify
 from pipeline.layout import layout_of
 from pipeline.models.autoencoder.model import Autoencoder, frames_for
+from pipeline.shard_jobs import run_job
 from pipeline.shards.plan import load_manifest, load_plan
 from pipeline.shards.reader import ShardItem, read_items
-from pipeline.shards.records import Manifest
+from pipeline.shards.records import Manifest, Plan
 from pipeline.utils.atomic import remove_stale_temps
 from pipeline.utils.devices import pick_device
 
@@ -102,10 +103,12 @@ def pre_encode_shard(
     force: bool = False,
     progress: bool = False,
     model: Autoencoder | Callable[[], Autoencoder] | None = None,
+    plan: Plan | None = None,
 ) -> EncodeResult:
     """Encode shard `index` into its store unless an up-to-date store exists. `model`: the frozen
-    autoencoder, or a function returning it (called only when the shard needs encoding)."""
-    load_plan(experiment).shard(index)  # a shard the plan does not have is a user error naming its range
+    autoencoder, or a function returning it (called only when the shard needs encoding).
+    `plan`: the plan, when the caller has loaded it already (a large plan takes a while to read)."""
+    (plan or load_plan(experiment)).shard(index)  # a shard the plan does not have is a user error naming its range
     manifest = load_manifest(experiment, index)
     expected = expected_provenance(experiment, index, manifest)
     layout = layout_of(experiment)
@@ -144,18 +147,30 @@ def _frozen_model(experiment: Experiment, model: Autoencoder | Callable[[], Auto
     return model if isinstance(model, Autoencoder) else model()
 
 
-def planned_indices(experiment: Experiment) -> list[int]:
-    return load_plan(experiment).indices
-
-
 def pre_encode_all(
     experiment: Experiment, workers: int = 1, force: bool = False, progress: bool = True
 ) -> list[EncodeResult]:
     """Every planned shard; `workers` > 1 runs that many processes (each loads the model once)."""
-    indices = planned_indices(experiment)
+    plan = load_plan(experiment)
+    return pre_encode_shards(experiment, plan, plan.indices, workers=workers, force=force, progress=progress)
+
+
+def pre_encode_shards(
+    experiment: Experiment,
+    plan: Plan,
+    indices: Sequence[int],
+    workers: int = 1,
+    force: bool = False,
+    progress: bool = True,
+) -> list[EncodeResult]:
+    """The shards `indices` of `plan`, one result each, in order; the model is loaded once per process,
+    and only when a shard needs encoding."""
     if workers <= 1:
         model = functools.cache(lambda: experiment_autoencoder(experiment))  # loaded once, when first needed
-        return [pre_encode_shard(experiment, index, force=force, progress=progress, model=model) for index in indices]
+        return [
+            pre_encode_shard(experiment, index, force=force, progress=progress, model=model, plan=plan)
+            for index in indices
+        ]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -163,6 +178,20 @@ def pre_encode_all(
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_limit_threads, initargs=(workers,)) as pool:
         futures = [pool.submit(pre_encode_shard, experiment, index, force) for index in indices]
         return [future.result() for future in futures]
+
+
+def pre_encode_job(
+    experiment: Experiment, job: int, workers: int = 1, progress: bool = True
+) -> tuple[Path, list[EncodeResult]]:
+    """Job `job` of the pre_encode stage (pipeline.shard_jobs): its shards, then its record."""
+    plan = load_plan(experiment)
+    return run_job(
+        experiment,
+        "pre_encode",
+        job,
+        len(plan.shards),
+        lambda indices: pre_encode_shards(experiment, plan, indices, workers=workers, progress=progress),
+    )
 
 
 def _limit_threads(workers: int) -> None:

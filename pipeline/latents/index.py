@@ -10,7 +10,6 @@ frames) when the index was built, so `verify` notices a store replaced under the
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +81,6 @@ def write_index_file(
                 "package_version": __version__,
                 "torch_version": reference["torch_version"],
                 "h5py_version": h5py.__version__,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "shards": json.dumps([shard["path"].name for shard in shards]),
                 "items": sum(len(shard["index"]["key"]) for shard in shards),
                 "frames": frames,
@@ -140,16 +138,26 @@ def _describe(store: Path) -> dict[str, Any]:
 
 
 def _virtual_dataset(file: h5py.File, name: str, shards: list[dict[str, Any]], directory: Path) -> None:
+    """`/name` mapping onto each store's `/name`, in order. Built with h5py's low-level API because its
+    VirtualLayout records the creation time in the dataset, and a rebuilt index must be the same bytes
+    (Snakemake compares checksums: an index rebuilt from the same stores must not rerun training)."""
     shape, dtype = shards[0]["shapes"][name]
     total = sum(shard["shapes"][name][0][0] for shard in shards)
-    layout = h5py.VirtualLayout(shape=(total, shape[1]), dtype=dtype)
+    width = shape[1]
+    creation = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    creation.set_obj_track_times(False)
+    creation.set_fill_value(np.zeros(1, dtype=dtype))
     offset = 0
     for shard in shards:
         frames = shard["shapes"][name][0][0]
         relative = Path(shard["path"]).resolve().relative_to(directory.resolve())
-        layout[offset : offset + frames] = h5py.VirtualSource(f"./{relative}", name, shape=shard["shapes"][name][0])
+        target = h5py.h5s.create_simple((total, width))
+        target.select_hyperslab((offset, 0), (frames, width))
+        source = h5py.h5s.create_simple((frames, width))
+        creation.set_virtual(target, f"./{relative}".encode(), name.encode(), source)
         offset += frames
-    file.create_virtual_dataset(name, layout, fillvalue=0)
+    space = h5py.h5s.create_simple((total, width))
+    h5py.h5d.create(file.id, name.encode(), h5py.h5t.py_create(np.dtype(dtype), logical=True), space, dcpl=creation)
 
 
 def _combined_index(file: h5py.File, shards: list[dict[str, Any]]) -> None:

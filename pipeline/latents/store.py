@@ -63,13 +63,13 @@ ROOT_ATTRIBUTES = (
     "package_version",
     "torch_version",
     "h5py_version",
-    "created",
     "items",
     "frames",
     "seconds",
     "content_sha256",
 )
-SHARD_ATTRIBUTES = ("source_shard", "source_shard_sha256")
+# A store's only: the index has no creation time, so that rebuilding it from the same stores gives the same bytes.
+SHARD_ATTRIBUTES = ("source_shard", "source_shard_sha256", "created")
 STRING = h5py.string_dtype("utf-8")
 CHUNK_FRAMES = 4096
 DIGEST_ATTRIBUTE = "sha256"  # on every dataset: sha256 of its values (content_digest)

@@ -8,18 +8,27 @@ import itertools
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from tqdm import tqdm
 
 from pipeline.config.experiment import Experiment
 from pipeline.layout import layout_of
+from pipeline.shard_jobs import run_job
 from pipeline.shards.plan import load_manifest, load_plan
 from pipeline.shards.records import Plan
-from pipeline.shards.writer import encode_source, is_up_to_date, source_tasks, write_shard_from
+from pipeline.shards.writer import (
+    ShardResult,
+    encode_source,
+    existing_result,
+    is_up_to_date,
+    source_tasks,
+    write_shard_from,
+)
 from pipeline.utils.atomic import write_bytes_atomic, write_json_atomic
 
 T = TypeVar("T")
@@ -27,15 +36,35 @@ R = TypeVar("R")
 
 
 def write_all_shards(experiment: Experiment, workers: int = 1, force: bool = False, progress: bool = True) -> Summary:
-    """Write every shard that is not up to date, then the rejects ledger and summary.
+    """Write every shard that is not up to date, then the rejects ledger and summary."""
+    plan = load_plan(experiment)
+    started = time.perf_counter()
+    results = write_shards(experiment, plan, plan.indices, workers=workers, force=force, progress=progress)
+    written = [result for result in results if not result.skipped]
+    summary = summarise(experiment, plan)
+    summary.written = len(written)
+    summary.wall_seconds = time.perf_counter() - started
+    summary.written_seconds = sum(result.seconds for result in written)
+    return summary
+
+
+def write_shards(
+    experiment: Experiment,
+    plan: Plan,
+    indices: Sequence[int],
+    workers: int = 1,
+    force: bool = False,
+    progress: bool = True,
+) -> list[ShardResult]:
+    """Write the shards `indices` of `plan` that are not up to date; one result per shard, in order.
 
     With workers > 1, source files (not whole shards) are encoded in worker processes, a bounded
     window ahead, and this process writes the tars in plan order: the load stays balanced whatever the
     shard count, and the output is byte-identical to a single-process run."""
-    plan = load_plan(experiment)
-    pending = [shard for shard in plan.shards if force or not is_up_to_date(experiment, shard)]
+    shards = [plan.shard(index) for index in indices]
+    pending = [shard for shard in shards if force or not is_up_to_date(experiment, shard)]
     tasks = {shard.index: source_tasks(experiment, plan, shard) for shard in pending}
-    started = time.perf_counter()
+    results = {index: existing_result(experiment, index) for index in indices if index not in tasks}
     audio_seconds = 0.0
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(
@@ -49,14 +78,25 @@ def write_all_shards(experiment: Experiment, workers: int = 1, force: bool = Fal
             encoded = (encode_source(task) for shard in pending for task in tasks[shard.index])
         for shard in pending:
             shard_sources = itertools.islice(encoded, len(tasks[shard.index]))
-            audio_seconds += write_shard_from(experiment, shard, shard_sources).seconds
+            results[shard.index] = write_shard_from(experiment, shard, shard_sources)
+            audio_seconds += results[shard.index].seconds
             bar.update()
             bar.set_postfix(audio_h=f"{audio_seconds / 3600:.2f}")
-    summary = summarise(experiment, plan)
-    summary.written = len(pending)
-    summary.wall_seconds = time.perf_counter() - started
-    summary.written_seconds = audio_seconds
-    return summary
+    return [results[index] for index in indices]
+
+
+def write_shard_job(
+    experiment: Experiment, job: int, workers: int = 1, progress: bool = True
+) -> tuple[Path, list[ShardResult]]:
+    """Job `job` of the shard stage (pipeline.shard_jobs): its shards, then its record."""
+    plan = load_plan(experiment)
+    return run_job(
+        experiment,
+        "shard",
+        job,
+        len(plan.shards),
+        lambda indices: write_shards(experiment, plan, indices, workers=workers, progress=progress),
+    )
 
 
 def _ordered_map(pool: Executor, function: Callable[[T], R], tasks: list[T], window: int) -> Iterator[R]:

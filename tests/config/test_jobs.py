@@ -1,11 +1,12 @@
-"""Resources of one job: stage defaults per field, attempt scaling, one task per GPU for training."""
+"""Resources of one job: stage defaults per field, attempt scaling, one task per GPU for training, the
+shards each job of a per-shard stage holds."""
 
 from __future__ import annotations
 
 import pytest
 
 from pipeline.config import ConfigError, load_experiment
-from pipeline.config.jobs import job_resources
+from pipeline.config.jobs import job_count, job_resources, job_shards, shards_per_job
 from pipeline.config.stages import STAGES
 from tests.conftest import DEMO_EXPERIMENT
 
@@ -61,3 +62,55 @@ def test_an_experiment_pickles_with_its_per_stage_resources():
     copy = pickle.loads(pickle.dumps(experiment))
     assert copy.resources == experiment.resources
     assert type(copy.resources.train).__name__ == "TrainResources"
+
+
+# --- per-shard stages: K shards per job ------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("shard_count", "setting", "max_jobs", "per_job", "jobs"),
+    [
+        (1, "auto", 500, 1, 1),
+        (10, "auto", 500, 1, 10),
+        (500, "auto", 500, 1, 500),
+        (501, "auto", 500, 2, 251),
+        (10_000, "auto", 500, 20, 500),
+        (10_001, "auto", 500, 21, 477),
+        (10, "auto", 3, 4, 3),
+        (10, 3, 500, 3, 4),
+        (2, 20, 500, 20, 1),
+    ],
+)
+def test_jobs_hold_every_shard_once_in_order(shard_count, setting, max_jobs, per_job, jobs):
+    wanted = _experiment_resources("pre_encode", shards_per_job=setting, max_jobs=max_jobs)
+    assert shards_per_job(wanted, shard_count) == per_job and job_count(wanted, shard_count) == jobs
+    held = [list(job_shards(wanted, shard_count, job)) for job in range(jobs)]
+    assert [index for shards in held for index in shards] == list(range(shard_count))
+    assert all(1 <= len(shards) <= per_job for shards in held)
+    with pytest.raises(ValueError, match=f"job {jobs} is not one of the {jobs} jobs"):
+        job_shards(wanted, shard_count, jobs)
+
+
+def _experiment_resources(stage: str, **fields):
+    overrides = [f"resources.{stage}.{key}={value}" for key, value in fields.items()]
+    return getattr(load_experiment(DEMO_EXPERIMENT, overrides).resources, stage)
+
+
+def test_a_job_of_k_shards_asks_for_k_times_the_runtime_of_one():
+    wanted = _experiment_resources("pre_encode", runtime=7, shards_per_job=3)
+    resources = job_resources("pre_encode", wanted, lambda wildcards: wildcards["shards"])
+    assert [resources["runtime"]({"shards": 3}, attempt) for attempt in (1, 2)] == [21, 42]
+    assert resources["runtime"]({"shards": 1}, 1) == 7  # the last job may hold fewer
+    assert resources["mem_mb"](None, 2) == 2 * wanted.mem_mb  # memory is per shard too: one at a time
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "many"])
+def test_shards_per_job_is_auto_or_a_positive_count(value):
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(DEMO_EXPERIMENT, [f"resources.shard.shards_per_job={value}"])
+    assert "resources.shard.shards_per_job" in caught.value.report()
+
+
+def test_only_per_shard_stages_take_shards_per_job():
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(DEMO_EXPERIMENT, ["resources.train.shards_per_job=2"])
+    assert "resources.train.shards_per_job" in caught.value.report()
+    assert {stage.name for stage in STAGES if stage.per_shard} == {"shard", "pre_encode"}

@@ -3,6 +3,7 @@ datasets equal the shards; SIGKILL leaves no store; rebuilt when the autoencoder
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -306,3 +307,40 @@ def test_index_and_verify_refuse_stores_from_older_weights(encoded_experiment):
     refused = _cli("index", path)
     assert refused.returncode == 1 and "encoded with other autoencoder weights" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_pre_encode_job_killed_during_its_second_shard_resumes_there(encoded_experiment):
+    """`pipeline pre-encode --job J` (what the workflow runs) encodes K shards with one model load, then
+    writes the job's record; killed half-way it leaves no record, and its rerun skips the finished stores."""
+    path, experiment, _ = encoded_experiment(
+        "jobs",
+        data={"shard": {"max_items": 4}},
+        pre_encode={"batch_size": 1, "num_workers": 0},
+        resources={"pre_encode": {"shards_per_job": 2}},
+    )
+    layout = layout_of(experiment)
+    record = layout.job_record("pre_encode", 0)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "pre-encode", str(path), "--job", "0", "--quiet"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not list(layout.latents_dir.glob(".shard-000001.h5.tmp-*")):
+        assert process.poll() is None, "pre-encode ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    first_store = layout.store(0).stat().st_mtime_ns
+    assert not layout.store(1).exists() and not record.exists()
+
+    rerun = _cli("pre-encode", str(path), "--job", "0", "--quiet")
+    assert rerun.returncode == 0, rerun.stderr
+    written = json.loads(record.read_text())
+    assert written["shards"] == [0, 1] and [r["skipped"] for r in written["results"]] == [True, False]
+    assert written["stage_hash"] == stage_hash(experiment, "pre_encode")
+    assert layout.store(0).stat().st_mtime_ns == first_store
+    assert not layout.store(2).exists()  # job 1's
+    assert pre_encode_shard(experiment, 1).skipped

@@ -125,3 +125,53 @@ def test_snakemake_local_profile_matches_the_cli(tmp_path):
         cwd=REPO_ROOT,
     )
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+def _with_shards_per_job(path: Path, shards_per_job: int) -> Path:
+    document = yaml.safe_load(path.read_text())
+    document["resources"] = {"shard": {"shards_per_job": shards_per_job}}
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_a_shard_job_killed_after_its_first_shard_resumes_at_the_next(tmp_path):
+    """`pipeline shard --job J` (what the workflow runs): K shards one after another, then the job's
+    record. Killed half-way it has no record; its rerun skips the shards it finished."""
+    audio = tmp_path / "audio"
+    write_demo_data(audio, seed=4, total_seconds=60)
+    one_item_shards = {"shard": {"max_items": 1}, "codec": {"type": "flac", "bits": 24, "compression_level": 1.0}}
+    killed_exp = _with_shards_per_job(_experiment(tmp_path, audio, "killed", False, **one_item_shards), 3)
+    clean_exp = _with_shards_per_job(_experiment(tmp_path, audio, "clean", False, **one_item_shards), 3)
+    for experiment in (killed_exp, clean_exp):
+        assert _cli("plan", str(experiment)).returncode == 0
+    shards = tmp_path / "killed" / "shards"
+    record = shards / "jobs" / "job-000000.json"
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "shard", str(killed_exp), "--job", "0", "--quiet"], cwd=REPO_ROOT
+    )
+    deadline = time.monotonic() + 60
+    while not list(shards.glob(".shard-000001.tar.tmp-*")):  # shard 0 is done, shard 1 is being written
+        assert process.poll() is None, "the shard job ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (shards / "shard-000000.json").is_file() and not (shards / "shard-000001.json").exists()
+    assert not record.exists()
+
+    rerun = _cli("shard", str(killed_exp), "--job", "0", "--quiet")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "shard 0: " in rerun.stdout and "(up to date)" in rerun.stdout.splitlines()[0]
+    written = json.loads(record.read_text())
+    assert written["shards"] == [0, 1, 2] and [r["skipped"] for r in written["results"]] == [True, False, False]
+    assert not (shards / "shard-000003.tar").exists()  # job 1's
+
+    assert _cli("shard", str(clean_exp), "--job", "0", "--quiet").returncode == 0
+    killed, clean = _files(shards), _files(tmp_path / "clean" / "shards")
+    assert {n: d for n, d in killed.items() if n != "plan.json"} == {n: d for n, d in clean.items() if n != "plan.json"}
+
+    jobs = json.loads((shards / "plan.json").read_text())["shards"]
+    missing = _cli("shard", str(killed_exp), "--job", "99")
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1, missing.stderr
+    assert f"{len(jobs)} shard(s) at 3 per job (resources.shard.shards_per_job)" in missing.stderr

@@ -1,4 +1,6 @@
-"""The workflow on a real SLURM cluster: profiles/slurm runs every stage as sbatch jobs, one per shard.
+"""The workflow on a real SLURM cluster: profiles/slurm runs every stage as sbatch jobs, the per-shard
+stages K shards per job. The run is resumed: the `shard` target first, then the default target on the
+plan and shards it left (a Snakemake run that starts after plan.json exists, like every rerun).
 
 Needs a running cluster (`.ci/slurm-setup.sh` starts a single-node one with two fake GPUs); skipped
 when `sbatch` is not on PATH or `sinfo` fails. The test cluster has no accounting database, so the
@@ -20,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.config import load_experiment
 from tests.conftest import REPO_ROOT, write_quick_experiment
 from tests.slurm import SLURM_TEST_FLAGS, require_slurm, scontrol_job
 
@@ -31,15 +34,16 @@ def _experiment(directory: Path) -> Path:
         directory,
         "slurmtest",
         3,
-        24,  # 4 pieces -> 2 shards of <= 3 items
-        data={"shard": {"max_items": 3}},
+        24,  # 4 pieces -> 4 shards of 1 item
+        data={"shard": {"max_items": 1}},
         # Long enough to be requeued after its first checkpoint (TRAIN_STEPS steps, a checkpoint every 2).
         train={"steps": TRAIN_STEPS, "eval_every": 10, "log_every": 5},
         # One CPU per process so two jobs (or two ranks) fit side by side on the 2-core node; GPU stages
         # ask SLURM for GPUs (the test cluster's are placeholders: torch still runs on the CPU).
         resources={
+            "shard": {"shards_per_job": SHARD_JOBS_OF},  # jobs of shards 0-2 and 3
             "train_autoencoder": {"cpus": 1},
-            "pre_encode": {"cpus": 1, "gpus": 1},
+            "pre_encode": {"cpus": 1, "gpus": 1, "shards_per_job": 2},  # jobs of shards 0-1 and 2-3
             "train": {"cpus": 1, "gpus": 2, "signal_seconds": 0},  # two processes (one per GPU): DDP over gloo
             "sample": {"cpus": 1, "gpus": 1},
         },
@@ -47,6 +51,8 @@ def _experiment(directory: Path) -> Path:
 
 
 TRAIN_STEPS = 20
+SHARDS = 4
+SHARD_JOBS_OF = 3
 
 
 def _snakemake(*arguments: str, experiment: Path, slurm_logs: Path) -> list[str]:
@@ -94,43 +100,56 @@ def _requeue_training_after_first_checkpoint(process: subprocess.Popen, work: Pa
     return None
 
 
-@pytest.fixture(scope="module")
-def slurm_run(tmp_path_factory) -> dict:
-    """The default target through profiles/slurm, with the training job requeued once mid-run."""
-    require_slurm()
-    directory = tmp_path_factory.mktemp("slurm")
-    experiment = _experiment(directory)
-    slurm_logs = directory / "slurm_logs"
-    command = _snakemake(experiment=experiment, slurm_logs=slurm_logs)
+def _run_to_the_end(command: list[str], work: Path, requeue_training: bool) -> tuple[str, str | None]:
+    """Run the workflow, `scontrol requeue` the training job once it has a checkpoint if asked; returns
+    Snakemake's output and the requeued SLURM job id (None when none was)."""
     with subprocess.Popen(
         command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as process:
         output_lines: list[str] = []
         reader = threading.Thread(target=lambda: output_lines.extend(process.stdout), daemon=True)
         reader.start()
-        requeued = _requeue_training_after_first_checkpoint(process, directory / "work")
+        requeued = _requeue_training_after_first_checkpoint(process, work) if requeue_training else None
         process.wait(timeout=1200)
         reader.join(timeout=30)
     output = "".join(output_lines)
     assert process.returncode == 0, output[-6000:]
+    return output, requeued
+
+
+@pytest.fixture(scope="module")
+def slurm_run(tmp_path_factory) -> dict:
+    """Through profiles/slurm: the `shard` target, then the default target (resumed after sharding), with
+    the training job requeued once mid-run."""
+    require_slurm()
+    directory = tmp_path_factory.mktemp("slurm")
+    experiment = _experiment(directory)
+    slurm_logs = directory / "slurm_logs"
+    first, _ = _run_to_the_end(
+        _snakemake("shard", experiment=experiment, slurm_logs=slurm_logs), directory / "work", False
+    )
+    output, requeued = _run_to_the_end(
+        _snakemake(experiment=experiment, slurm_logs=slurm_logs), directory / "work", True
+    )
     return {
         "directory": directory,
         "experiment": experiment,
         "work": directory / "work",
         "slurm_logs": slurm_logs,
+        "first_output": first,
         "output": output,
         "requeued": requeued,
     }
 
 
-def _submitted(run: dict) -> dict[str, str]:
-    """SLURM job id -> rule or group (from the log path: <logdir>/rule_<rule>|group_<group>/[...]/<id>.log)."""
+def _submitted(run: dict, output: str) -> dict[str, str]:
+    """SLURM job id -> `rule_<rule>` (the top folder of its log path: <logdir>/rule_<rule>/[...]/<id>.log)."""
     submitted = {}
-    for _, slurm_id, log in SUBMITTED.findall(run["output"]):
+    for _, slurm_id, log in SUBMITTED.findall(output):
         log_path = Path(log)
         assert log_path.is_file() and log_path.stem == slurm_id, log
         top = log_path.relative_to(run["slurm_logs"]).parts[0]
-        assert top.startswith(("rule_", "group_")), log
+        assert top.startswith("rule_"), log
         submitted[slurm_id] = top
     return submitted
 
@@ -138,7 +157,7 @@ def _submitted(run: dict) -> dict[str, str]:
 def test_every_stage_runs_down_to_sampled_wavs_and_the_stores_verify(slurm_run):
     work = slurm_run["work"]
     names = [shard["name"] for shard in json.loads((work / "shards" / "plan.json").read_text())["shards"]]
-    assert len(names) == 2
+    assert len(names) == SHARDS
     for name in names:
         assert (work / "shards" / f"{name}.tar").is_file(), name
         assert (work / "shards" / f"{name}.json").is_file(), name
@@ -160,16 +179,33 @@ def test_every_stage_runs_down_to_sampled_wavs_and_the_stores_verify(slurm_run):
         assert verified.returncode == 0, (store, verified.stdout, verified.stderr)
 
 
-def test_jobs_are_sbatch_jobs_grouped_per_shard_with_their_gpus(slurm_run):
-    submitted = _submitted(slurm_run)
-    # One SLURM job per rule, and one per group for the per-shard jobs (both shards in one job each).
-    assert sorted(submitted.values()) == [
-        "group_pre_encode_pre_encode_one",  # the folder of a group job's log: group_<group>_<rules>
-        "group_shard_shard_one",
-        "rule_index",
+def test_the_resumed_run_does_each_shard_once_k_shards_per_job(slurm_run):
+    work = slurm_run["work"]
+    # The `shard` run: the plan, two shard jobs (shards 0-2 and 3), the summary.
+    assert sorted(_submitted(slurm_run, slurm_run["first_output"]).values()) == [
         "rule_plan",
-        "rule_sample_audio",
+        "rule_shard_one",
+        "rule_shard_one",
         "rule_shard_summary",
+    ], slurm_run["first_output"][-6000:]
+    records = [json.loads((work / "shards" / "jobs" / f"job-{job:06d}.json").read_text()) for job in (0, 1)]
+    assert [record["shards"] for record in records] == [[0, 1, 2], [3]]
+    assert all(not result["skipped"] for record in records for result in record["results"])
+    # The resumed run planned no shard work: every tar was written once, by the first run.
+    assert not re.search(r"^\s*rule (plan|shard_one|shard_summary):", slurm_run["output"], re.MULTILINE)
+    pre_encoded = [json.loads((work / "latents" / "jobs" / f"job-{job:06d}.json").read_text()) for job in (0, 1)]
+    assert [record["shards"] for record in pre_encoded] == [[0, 1], [2, 3]]
+    assert all(not result["skipped"] for record in pre_encoded for result in record["results"])
+
+
+def test_jobs_are_sbatch_jobs_with_their_gpus(slurm_run):
+    submitted = _submitted(slurm_run, slurm_run["output"])
+    # One SLURM job per job of a rule: the pre-encode jobs hold two shards each.
+    assert sorted(submitted.values()) == [
+        "rule_index",
+        "rule_pre_encode_one",
+        "rule_pre_encode_one",
+        "rule_sample_audio",
         "rule_train_autoencoder",
         "rule_train_model",
     ], slurm_run["output"][-6000:]
@@ -187,10 +223,10 @@ def test_jobs_are_sbatch_jobs_grouped_per_shard_with_their_gpus(slurm_run):
     # squeue forgets a job MinJobAge after it ended: on a loaded machine the first ones may be gone.
     seen = dict(line.split("|") for line in states.stdout.split())
     assert set(seen) <= set(submitted) and set(seen.values()) == {"COMPLETED"}, seen
-    gpu_jobs = {"group_pre_encode_pre_encode_one", "rule_sample_audio", "rule_train_model"}
+    gpu_jobs = {"rule_pre_encode_one", "rule_sample_audio", "rule_train_model"}
     assert {name for slurm_id, name in submitted.items() if slurm_id in seen} >= gpu_jobs, seen
 
-    # GPUs as the experiment asks: one per pre-encode group job (its shards run one after another) and
+    # GPUs as the experiment asks: one per pre-encode job (its shards run one after another) and
     # for sampling, two on the node for training (one task per GPU), none for the CPU stages.
     for slurm_id, name in submitted.items():
         if slurm_id not in seen:
@@ -200,13 +236,16 @@ def test_jobs_are_sbatch_jobs_grouped_per_shard_with_their_gpus(slurm_run):
         per_node = re.search(r"TresPerNode=\S*gpu:(\d+)", shown)
         gpus = (per_job and per_job.group(1), per_node and per_node.group(1))
         expected = {
-            "group_pre_encode_pre_encode_one": ("1", None),
+            "rule_pre_encode_one": ("1", None),
             "rule_sample_audio": ("1", None),
             "rule_train_model": (None, "2"),
         }
         assert gpus == expected.get(name, (None, None)), (name, slurm_id, shown)
         if name == "rule_train_model":
             assert re.search(r"NumTasks=2\b", shown), shown
+        if name == "rule_pre_encode_one":  # two shards: twice the experiment's runtime per shard
+            minutes = 2 * load_experiment(slurm_run["experiment"]).resources.pre_encode.runtime
+            assert re.search(rf"TimeLimit={minutes // 60:02d}:{minutes % 60:02d}:00\b", shown), shown
 
 
 def test_the_requeued_training_resumes_to_the_weights_of_an_uninterrupted_run(slurm_run):

@@ -13,7 +13,7 @@ if TRAINS_AUTOENCODER:
 
     rule train_autoencoder:
         input:
-            planned_shards,
+            job_records("shard"),
         output:
             weights=LAYOUT.autoencoder_weights,
             config=LAYOUT.autoencoder_description,

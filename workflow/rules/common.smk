@@ -7,7 +7,7 @@ from pathlib import Path
 from snakemake.settings.types import DeploymentMethod
 
 from pipeline.config import ConfigError, load_experiment, stage_hashes
-from pipeline.config.jobs import job_resources
+from pipeline.config.jobs import job_count, job_resources, job_shards, shards_per_job
 from pipeline.layout import layout_of
 
 # Relative to where Snakemake runs; the default is the bundled demo of this checkout.
@@ -55,8 +55,18 @@ def stage_resources(stage):
     return job_resources(stage, getattr(EXPERIMENT.resources, stage))
 
 
-def planned_indices(wildcards):
-    """Index of every shard in the plan (evaluated after the `plan` checkpoint ran).
+def per_shard_stage_resources(stage):
+    """The same for a per-shard stage, whose job of K shards asks for K x the runtime of one."""
+    wanted = getattr(EXPERIMENT.resources, stage)
+    return job_resources(stage, wanted, lambda wildcards: len(job_shards_of(stage, wildcards.job)))
+
+
+_PLAN_CACHE = {}
+
+
+def planned_indices(wildcards=None):
+    """Index of every shard in the plan (evaluated after the `plan` checkpoint ran; read once per
+    version of the file: the per-job input, params and resource functions all ask).
 
     The .smk files import only pipeline.config and pipeline.layout, and the typed plan records
     (pipeline.shards.records, read by pipeline.shards.plan.load_plan) sit in the shard stage, which
@@ -65,17 +75,48 @@ def planned_indices(wildcards):
     import json
 
     plan_file = checkpoints.plan.get().output[0]
-    with open(plan_file, encoding="utf-8") as handle:
-        return [shard["index"] for shard in json.load(handle)["shards"]]
+    version = (plan_file, os.stat(plan_file).st_mtime_ns)
+    if version not in _PLAN_CACHE:
+        with open(plan_file, encoding="utf-8") as handle:
+            _PLAN_CACHE.clear()
+            _PLAN_CACHE[version] = [shard["index"] for shard in json.load(handle)["shards"]]
+    return _PLAN_CACHE[version]
 
 
-def planned_shards(wildcards):
-    return [LAYOUT.shard_tar(index) for index in planned_indices(wildcards)]
+# Per-shard stages (shard, pre_encode) run K shards per job (resources.<stage>.shards_per_job);
+# job J is the wildcard {job}, six digits, and its shards come from pipeline.config.jobs.
+def stage_jobs(stage):
+    """Every job number of a per-shard stage."""
+    return range(job_count(getattr(EXPERIMENT.resources, stage), len(planned_indices())))
 
 
-def planned_manifests(wildcards):
-    return [LAYOUT.manifest(index) for index in planned_indices(wildcards)]
+def job_shards_of(stage, job):
+    """The plan indices job `job` (a number or its wildcard string) of a per-shard stage holds."""
+    wanted = getattr(EXPERIMENT.resources, stage)
+    return job_shards(wanted, len(planned_indices()), int(job))
 
 
-def planned_stores(wildcards):
-    return [LAYOUT.store(index) for index in planned_indices(wildcards)]
+def job_records(stage):
+    """Input function: the record of every job of a per-shard stage."""
+    return lambda wildcards: [LAYOUT.job_record(stage, job) for job in stage_jobs(stage)]
+
+
+def job_shard_range(stage):
+    """Params function: `first-last` shard of the job, so a job whose shards change reruns."""
+
+    def shard_range(wildcards):
+        shards = job_shards_of(stage, wildcards.job)
+        return f"{shards[0]}-{shards[-1]}"
+
+    return shard_range
+
+
+def shard_jobs_feeding(stage):
+    """Input function: the shard-stage job records holding the shards of a job of `stage`."""
+
+    def records(wildcards):
+        per_job = shards_per_job(EXPERIMENT.resources.shard, len(planned_indices()))
+        jobs = sorted({index // per_job for index in job_shards_of(stage, wildcards.job)})
+        return [LAYOUT.job_record("shard", job) for job in jobs]
+
+    return records

@@ -1,35 +1,33 @@
-# Stages 4-5: one pre-encode job per shard (the unit of parallelism: N shards = N GPU jobs), then the
-# index over all stores. Each job reads its shard tar and the frozen autoencoder's weights.
+# Stages 4-5: pre-encoding, K shards per job (resources.pre_encode.shards_per_job; auto: one shard per
+# job up to max_jobs jobs, so N shards = N GPU jobs), then the index over all stores. Each job reads its
+# shards' tars and the frozen autoencoder's weights, writes one store per shard, then its record.
 
 
 rule pre_encode_one:
     input:
-        tar=rules.shard_one.output.tar,
-        manifest=rules.shard_one.output.manifest,
+        shard_jobs=shard_jobs_feeding("pre_encode"),
         weights=AUTOENCODER_WEIGHTS,
     output:
-        LAYOUT.store("{index}"),
+        LAYOUT.job_record("pre_encode", "{job}"),
     log:
-        LAYOUT.log("pre_encode-{index}"),
+        LAYOUT.log("pre_encode-job-{job}"),
     wildcard_constraints:
-        index=r"\d{6}",
-    group:
-        "pre_encode"
+        job=r"\d{6}",
     conda:
         SOFTWARE_ENV
     threads: EXPERIMENT.resources.pre_encode.cpus
     resources:
-        **stage_resources("pre_encode"),
-        serial=1,  # a group job runs its shard jobs one after another (profiles/slurm)
+        **per_shard_stage_resources("pre_encode"),
     params:
         stage_hash=HASHES["pre_encode"],
+        shards=job_shard_range("pre_encode"),
     shell:
-        '"${{PIPELINE[@]}}" pre-encode "${{EXPERIMENT[@]}}" --shard {wildcards.index} --quiet > {log} 2>&1'
+        '"${{PIPELINE[@]}}" pre-encode "${{EXPERIMENT[@]}}" --job {wildcards.job} --quiet > {log} 2>&1'
 
 
 rule index:
     input:
-        planned_stores,
+        job_records("pre_encode"),
     output:
         LAYOUT.index,
     log:

@@ -1,4 +1,5 @@
-# Stages 1-2: plan (a checkpoint: the shard count depends on the data) and one job per shard.
+# Stages 1-2: plan (a checkpoint: the shard count depends on the data), then the shards, K per job
+# (resources.shard.shards_per_job; each job writes its shards' tars and manifests, then its record).
 
 
 checkpoint plan:
@@ -21,29 +22,26 @@ rule shard_one:
     input:
         LAYOUT.plan,
     output:
-        tar=LAYOUT.shard_tar("{index}"),
-        manifest=LAYOUT.manifest("{index}"),
+        LAYOUT.job_record("shard", "{job}"),
     log:
-        LAYOUT.log("shard-{index}"),
+        LAYOUT.log("shard-job-{job}"),
     wildcard_constraints:
-        index=r"\d{6}",
-    group:
-        "shard"
+        job=r"\d{6}",
     conda:
         SOFTWARE_ENV
     threads: EXPERIMENT.resources.shard.cpus
     resources:
-        **stage_resources("shard"),
-        serial=1,  # a group job runs its shard jobs one after another (profiles/slurm)
+        **per_shard_stage_resources("shard"),
     params:
         stage_hash=HASHES["shard"],
+        shards=job_shard_range("shard"),
     shell:
-        '"${{PIPELINE[@]}}" shard "${{EXPERIMENT[@]}}" --shard {wildcards.index} --quiet > {log} 2>&1'
+        '"${{PIPELINE[@]}}" shard "${{EXPERIMENT[@]}}" --job {wildcards.job} --quiet > {log} 2>&1'
 
 
 rule shard_summary:
     input:
-        planned_manifests,
+        job_records("shard"),
     output:
         LAYOUT.rejected,
         LAYOUT.shard_summary,
@@ -57,5 +55,5 @@ rule shard_summary:
 
 rule shard:
     input:
-        planned_shards,
+        job_records("shard"),
         rules.shard_summary.output[0],
