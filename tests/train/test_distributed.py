@@ -1,5 +1,5 @@
-"""DDP on CPU (gloo): two torchrun processes equal one process with the same global batch; the
-distributed environment is read from torchrun's and SLURM's variables."""
+"""DDP on CPU (gloo): two torchrun processes equal one process with the same global batch, for the
+diffusion and the LM family; the distributed environment is read from torchrun's and SLURM's variables."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def final_checkpoint(experiment) -> dict:
     return torch.load(run_files(experiment).step_checkpoints()[-1][1], weights_only=True)
 
 
+@pytest.mark.parametrize("family", ["diffusion", "lm"])  # the `family` fixture of train_experiment
 def test_two_gloo_processes_equal_one_with_the_same_global_batch(train_experiment, tmp_path):
     single = load_experiment(train_experiment(DDP_RUN, name="single"))
     assert train_stage(single, progress=False).step == 8

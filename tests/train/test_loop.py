@@ -1,5 +1,6 @@
-"""The one training loop, on a tiny DiT over real stores: exact resume after SIGKILL and after SIGUSR1,
-divergence, new runs on a config change, continued runs on more steps, the checkpoints kept."""
+"""The one training loop, on a tiny DiT over real latent stores and a tiny LM over real code stores:
+exact resume after SIGKILL and after SIGUSR1 (both families), new runs on a config change and
+continued runs on more steps (both families), divergence, the checkpoints kept."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pipeline.train.stage import run_files, train_stage
 from tests.conftest import REPO_ROOT
 
 RESUME = {"steps": 60, "checkpoint_every": 30, "eval_every": 30, "data": {"num_workers": 1}}
+FAMILIES = pytest.mark.parametrize("family", ["diffusion", "lm"])  # the `family` fixture of train_experiment
 
 
 def start_training(experiment_file: Path, *extra: str) -> subprocess.Popen:
@@ -85,6 +87,7 @@ def moved_to_own_work_dir(train_experiment, tmp_path, name: str) -> Path:
     return train_experiment(RESUME, name=name, paths={"work_dir": str(other)})
 
 
+@FAMILIES
 def test_sigkill_then_restart_equals_an_uninterrupted_run(straight_run, train_experiment, tmp_path):
     path = moved_to_own_work_dir(train_experiment, tmp_path, "killed")
     experiment = load_experiment(path)
@@ -106,6 +109,7 @@ def test_sigkill_then_restart_equals_an_uninterrupted_run(straight_run, train_ex
     assert_same_run(straight_run, experiment)
 
 
+@FAMILIES
 def test_sigusr1_saves_exits_for_requeue_and_the_restart_continues(straight_run, train_experiment, tmp_path):
     path = moved_to_own_work_dir(train_experiment, tmp_path, "signalled")
     experiment = load_experiment(path)
@@ -124,6 +128,7 @@ def test_sigusr1_saves_exits_for_requeue_and_the_restart_continues(straight_run,
     assert_same_run(straight_run, experiment)
 
 
+@FAMILIES
 def test_more_steps_continue_a_run_and_a_changed_config_starts_another(train_experiment):
     experiment = load_experiment(train_experiment({"steps": 10}))
     first = train_stage(experiment, progress=False)
