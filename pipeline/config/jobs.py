@@ -5,10 +5,13 @@ Memory and runtime grow with the attempt (`retries:` in the profile): a job kill
 is resubmitted asking for twice, three times as much. A training job resumes from its checkpoints, so a
 second attempt continues where the first stopped.
 
-Training with more than one process (GPUs per node x nodes) is one SLURM job whose processes `pipeline
-train --launch` starts with `srun` itself (one task per GPU), so the job is submitted like an MPI job:
-`mpi` and the task counts tell the executor to request the tasks and not wrap the command in its own
-single-task `srun`; GPUs are requested per node (`--gpus-per-node`), so every node gets the same number.
+A training job is one SLURM job whose processes (GPUs per node x nodes, at least one) `pipeline train
+--launch` starts with `srun` itself (one task per GPU), so the job is submitted like an MPI job: `mpi`
+and the task counts tell the executor to request the tasks and not wrap the command in its own
+single-task `srun` step. That matters for one process too: SLURM's `--signal` goes to every process of
+the job's steps, and in the executor's step the Snakemake that runs the command would die of SIGUSR1
+before the training could save. GPUs are requested per node (`--gpus-per-node`), so every node gets
+the same number.
 
 Per-shard stages (shard, pre_encode) run several shards per job, one after another
 (`resources.<stage>.shards_per_job`): job j of a stage holds the shards j*K .. j*K + K - 1 of the
@@ -78,7 +81,7 @@ def job_resources(
         "nodes": wanted.nodes,
     }
     extra = []
-    if stage in TRAINING_STAGES and wanted.processes > 1:
+    if stage in TRAINING_STAGES:
         resources["mpi"] = "srun"  # the command starts its own tasks
         if wanted.processes_per_node > 1:
             resources["tasks_per_node"] = wanted.processes_per_node

@@ -2,9 +2,12 @@
 
 `pipeline train --launch` (what the workflow's rule runs) calls this: inside a SLURM allocation it
 re-runs the same command under `srun` (one task per GPU; rank and world come from SLURM, see
-distributed.py), on a machine without SLURM under torchrun (one node). A job with one process, or a
-process that already is one of the ranks, trains in place. Kept torch-free until it trains: the
-launcher only builds a command line.
+distributed.py), on a machine without SLURM under torchrun (one node). In a job's batch script a
+single process is an `srun` step too: SLURM's `--signal=USR1@N` (without `B:`) reaches job steps, not
+the batch shell, and the workflow submits training jobs so that nothing else stands between the
+signal and the training (pipeline/config/jobs.py). Off SLURM or already inside a step, a job with one
+process trains in place, and so does a process that already is one of the ranks. Kept torch-free
+until it trains: the launcher only builds a command line.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ def launch_command(
 ) -> list[str] | None:
     """The command line that starts `resources.processes` copies of `pipeline <arguments>`, or None when
     this process should train itself."""
-    if resources.processes == 1 or is_rank(environ):
+    in_batch_script = "SLURM_JOB_ID" in environ and "SLURM_STEP_ID" not in environ
+    if is_rank(environ) or (resources.processes == 1 and not in_batch_script):
         return None
     command = [sys.executable, "-m", "pipeline", *arguments]
     if "SLURM_JOB_ID" in environ:

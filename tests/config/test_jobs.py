@@ -32,10 +32,14 @@ def _resources(stage: str, **fields):
     return job_resources(stage, getattr(load_experiment(DEMO_EXPERIMENT, overrides).resources, stage))
 
 
-def test_one_gpu_job_asks_for_gpus_and_a_signal_before_the_limit():
+def test_one_gpu_training_job_is_one_task_with_its_gpu_and_a_signal_before_the_limit():
     resources = _resources("train", gpus=1, signal_seconds=120)
-    assert resources["gpu"] == 1 and "mpi" not in resources
-    assert resources["slurm_extra"] == "--signal=USR1@120"
+    # Submitted like the multi-GPU jobs: `pipeline train --launch` makes the one process an srun step,
+    # which SLURM's signal reaches (the executor's own step would put a Snakemake in between).
+    assert resources["mpi"] == "srun" and resources["tasks"] == 1 and "gpu" not in resources
+    assert resources["slurm_extra"] == "--gpus-per-node=1 --signal=USR1@120"
+    cpu_only = _resources("train", gpus=0, signal_seconds=0)
+    assert cpu_only["mpi"] == "srun" and cpu_only["tasks"] == 1 and "slurm_extra" not in cpu_only
 
 
 def test_multi_gpu_training_is_one_task_per_gpu_on_every_node():

@@ -20,9 +20,14 @@ def _train(**fields):
 ARGS = ["train", "exp.yaml", "--launch"]
 
 
-def test_one_process_trains_in_place():
-    assert launch_command(_train(gpus=1), ARGS, {"SLURM_JOB_ID": "7"}) is None
+def test_one_process_trains_in_place_off_slurm_and_inside_a_step():
+    assert launch_command(_train(gpus=1), ARGS, {"SLURM_JOB_ID": "7", "SLURM_STEP_ID": "0"}) is None
     assert launch_command(_train(gpus=0), ARGS, {}) is None
+
+
+def test_one_process_in_a_batch_script_is_an_srun_step_so_that_the_time_limit_signal_reaches_it():
+    command = launch_command(_train(gpus=1), ARGS, {"SLURM_JOB_ID": "7"})
+    assert command[0] == "srun" and {"--nodes=1", "--ntasks=1", "--ntasks-per-node=1"} <= set(command)
 
 
 def test_inside_an_allocation_it_is_one_srun_task_per_gpu():
