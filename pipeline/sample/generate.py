@@ -56,6 +56,8 @@ def sample_stage(experiment: Experiment, settings: SampleConfig, progress: bool 
     family = description.get("family", "diffusion")
     if family == "diffusion":
         check_sampler(settings.sampler)
+    elif settings.sampler is not None:
+        raise UserFacingError(f"sample.sampler '{settings.sampler}' is a diffusion sampler; an LM draws codes")
     device = pick_device(settings.device)
     model = load_exported(description, layout.exported_model).to(device).eval()
     values = conditioning_values(model, settings)
