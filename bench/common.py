@@ -19,13 +19,17 @@ from pipeline.shards.plan import write_plan
 from pipeline.shards.run import write_all_shards
 
 DEMO_EXPERIMENT = Path(__file__).resolve().parent.parent / "configs/experiments/demo.yaml"
+DEMO_LM_EXPERIMENT = DEMO_EXPERIMENT.with_name("demo_lm.yaml")
 
 
-def sharded_demo(work: Path, seconds: float, name: str, overrides: list[str]) -> Experiment:
-    """Demo audio under `work`, an experiment extending the demo, its plan and shards, and random-init weights."""
+def sharded_demo(
+    work: Path, seconds: float, name: str, overrides: list[str], base: Path = DEMO_EXPERIMENT
+) -> Experiment:
+    """Demo audio under `work`, an experiment extending `base` (the demo, or the discrete demo), its plan
+    and shards, and random-init weights."""
     write_demo_data(work / "audio", seed=7, total_seconds=seconds)
     document = {
-        "extends": str(DEMO_EXPERIMENT),
+        "extends": str(base),
         "name": name,
         "paths": {"audio_dir": str(work / "audio"), "work_dir": str(work / "work")},
     }

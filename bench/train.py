@@ -36,6 +36,14 @@ Prints ratios: store / memory (goal >= 0.95 at the configured workers), loader /
 pre-encoded / on the fly, and checkpoint time / (1000 steps, train.checkpoint_every's default, x step time)
 (goal <= 5%).
 
+lm (the discrete demo, configs/experiments/demo_lm.yaml: its rvq autoencoder with random-init weights,
+its LM and `train` section), in --repeats rounds of --steps steps, interleaved as above:
+  memory       steps over batches pre-read into memory (the store runs' batches of the round)
+  store wK     `LMFamily.batches` (the same DataLoader over index.h5 of codes, K workers) -> the same step
+and sampling: the demo LM's `generate` (its sample settings: top-k, CFG) of --lm-frames frames for a
+batch of 1, with the key/value cache and without (each step recomputes the whole prefix), in
+--lm-sample-repeats rounds; positions/s = the pattern's sequence length / seconds.
+
 On CPU, torch computes with the threads `pipeline train` gives the demo (resources.train.cpus less
 train.data.num_workers: 2 - 1 = 1 thread) in every variant; --threads changes it. With torch's
 default of one thread per core, a worker or any other process on the machine takes a core from
@@ -58,7 +66,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import sharded_demo  # bench/ is the script's directory: on sys.path
+from common import DEMO_LM_EXPERIMENT, sharded_demo  # bench/ is the script's directory: on sys.path
 
 from pipeline.autoencoder import experiment_autoencoder
 from pipeline.config import load_experiment
@@ -72,9 +80,12 @@ from pipeline.layout import RunFiles
 from pipeline.models.autoencoder.config import AutoencoderModelConfig
 from pipeline.models.autoencoder.model import Autoencoder
 from pipeline.models.diffusion.diffusion_config import DiffusionModelConfig
+from pipeline.models.lm import patterns
 from pipeline.shards.reader import read_items, shard_tars
+from pipeline.train.crops import CropsFamily
 from pipeline.train.diffusion import DiffusionFamily, DiffusionStep
 from pipeline.train.distributed import DistEnv
+from pipeline.train.lm import LMFamily, LMStep
 from pipeline.train.loop import (
     LoopSettings,
     MetricsLog,
@@ -116,7 +127,17 @@ SAO_TRAIN = {  # SAO's training section: AdamW 5e-5, betas (0.9, 0.999), weight 
 WARM_UP_STEPS = 3
 SETTLE_SECONDS = 0.5  # after each loader run, untimed: its workers refill their read-ahead
 CHECKPOINT_EVERY = TrainConfig.model_fields["checkpoint_every"].default  # the share is reported at the default
-QUICK = {"seconds": 60.0, "repeats": 2, "steps": 4, "sao_depth": 1, "sao_frames": 8, "sao_steps": 1, "sao_repeats": 1}
+QUICK = {
+    "seconds": 60.0,
+    "repeats": 2,
+    "steps": 4,
+    "sao_depth": 1,
+    "sao_frames": 8,
+    "sao_steps": 1,
+    "sao_repeats": 1,
+    "lm_frames": 50,
+    "lm_sample_repeats": 1,
+}
 Batch = dict[str, Any]
 
 
@@ -170,12 +191,14 @@ def paired(numerator: list[float], denominator: list[float]) -> float:
 class Trainer:
     """One training state, built as `train()` builds it, stepped by the loop's own `_optimizer_step`."""
 
-    def __init__(self, model: torch.nn.Module, config: TrainConfig, device: torch.device, run: RunFiles):
+    def __init__(
+        self, model: torch.nn.Module, config: TrainConfig, device: torch.device, run: RunFiles, step=DiffusionStep
+    ):
         self.config, self.device, self.run, self.env = LoopSettings.of(config), device, run, DistEnv()
         self.log = MetricsLog(run, enabled=False, step=0, tensorboard=False)
         model = model.to(device)
         self.state = State(model, *make_optimizer_and_scheduler(model, self.config), make_ema(model, self.config))
-        self.step_module = DiffusionStep(model)
+        self.step_module = step(model)
         self.checkpoint_bytes = 0
 
     @property
@@ -214,7 +237,7 @@ class Stream:
     """One loader kept for the whole bench, as a run keeps one (its workers fork once, before any
     timing), and the stream position (optimizer step) it has reached."""
 
-    def __init__(self, family: DiffusionFamily, device: torch.device):
+    def __init__(self, family: CropsFamily, device: torch.device):
         self.batches, self.position = family.batches(0, device), 0
 
     def __iter__(self) -> Stream:
@@ -345,6 +368,96 @@ def bench_demo(work: Path, experiment: Experiment, device: torch.device, args: a
         "steps_per_round": steps,
         "seconds": seconds,
     }
+
+
+# --- the discrete demo's LM -----------------------------------------------------------------------------
+def setup_lm(work: Path, seconds: float, device: str) -> Experiment:
+    """The discrete demo on its own generated audio: shards, random-init rvq weights, code stores, index."""
+    overrides = [f"pre_encode.device={device}", f"train.device={device}"]
+    experiment = sharded_demo(work, seconds, "bench_lm", overrides, base=DEMO_LM_EXPERIMENT)
+    pre_encode_all(experiment, progress=False)
+    build_index(experiment)
+    return experiment
+
+
+def bench_lm(work: Path, experiment: Experiment, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
+    config = experiment.train
+    assert config is not None
+    steps, repeats = args.steps, args.repeats
+    family = LMFamily(experiment, DistEnv(), device)
+    torch.manual_seed(experiment.seed)
+    trainer = Trainer(family.build(), config, device, RunFiles(work / "runs/lm"), step=LMStep)
+    start = {-1: 1, **{r: 1 + WARM_UP_STEPS + r * steps for r in range(repeats)}}
+    reader = family.batches(0, device)
+    stream_batches = list(itertools.islice(reader, start[repeats - 1] + steps))
+    reader.close()
+    memory = {r: stream_batches[at : at + max(steps, WARM_UP_STEPS)] for r, at in start.items()}
+    workers = config.data.num_workers
+    stream = Stream(family, device)
+    next(stream)  # the workers fork here, before anything is timed
+    time.sleep(SETTLE_SECONDS)
+    runs: dict[str, Run] = {
+        "memory": lambda r, count: timed(lambda: trainer.steps(memory[r], count), device),
+        f"store w{workers}": lambda r, count: store_steps(trainer, stream, start[r], count),
+    }
+    interleaved(runs, [-1], WARM_UP_STEPS)
+    seconds = interleaved(runs, range(repeats), steps)
+    stream.close()
+    model = trainer.state.model.eval()
+    sample = experiment.sample
+    length = patterns.sequence_length(model.config.pattern, model.n_codebooks, args.lm_frames)
+    uniforms = torch.rand(1, length, model.n_codebooks, generator=torch.Generator().manual_seed(0)).to(device)
+    values = {"seconds_start": [0.0], "seconds_total": [args.lm_frames / family.stores.latent_rate], "label": ["flute"]}
+
+    def sampling(use_cache: bool) -> Run:
+        settings = {"temperature": sample.temperature, "top_k": sample.top_k, "cfg_scale": sample.cfg_scale}
+        return lambda r, count: timed(
+            lambda: model.generate(values, args.lm_frames, uniforms, use_cache=use_cache, **settings), device
+        )
+
+    sampled = interleaved({"cache": sampling(True), "no cache": sampling(False)}, range(args.lm_sample_repeats), 1)
+    return {
+        "configured_workers": workers,
+        "batch_size": config.batch_size,
+        "crop_frames": config.data.crop_frames,
+        "n_codebooks": model.n_codebooks,
+        "codebook_size": model.codebook_size,
+        "items": len(family.training_items),
+        "parameters": trainer.parameters,
+        "steps_per_round": steps,
+        "seconds": seconds,
+        "sample_frames": args.lm_frames,
+        "sample_positions": length,
+        "sample_cfg_scale": sample.cfg_scale,
+        "sample_seconds": sampled,
+    }
+
+
+def report_lm(lm: dict[str, Any]) -> dict[str, float]:
+    n, s = lm["steps_per_round"], lm["seconds"]
+    store = next(name for name in s if name.startswith("store"))
+    print(
+        f"\nlm: {lm['parameters']:,} parameters, batch {lm['batch_size']} x {lm['n_codebooks']} codebooks of "
+        f"{lm['codebook_size']} x {lm['crop_frames']} frames, {lm['items']} training items; {len(s['memory'])} rounds "
+        f"of {n} steps"
+    )
+    for name, values in s.items():
+        print(f"{name:12s} {n / statistics.median(values):9.2f}   {', '.join(f'{v:.2f}' for v in rates(values, n))}")
+    summary = {"lm_store_over_memory": paired(s["memory"], s[store])}
+    rounds = ", ".join(f"{a / b:.2f}" for a, b in zip(s["memory"], s[store]))
+    print(
+        f"5. lm: steps/s from the stores / from memory (goal >= 0.95): {summary['lm_store_over_memory']:.3f}  ({rounds})"
+    )
+    t, positions = lm["sample_seconds"], lm["sample_positions"]
+    cached, uncached = (positions / statistics.median(t[name]) for name in ("cache", "no cache"))
+    summary.update(lm_positions_per_s_cache=cached, lm_positions_per_s_no_cache=uncached)
+    summary["lm_cache_speedup"] = paired(t["no cache"], t["cache"])
+    print(
+        f"6. lm sampling, {lm['sample_frames']} frames = {positions} positions, batch 1, cfg {lm['sample_cfg_scale']}: "
+        f"{cached:.0f} positions/s with the key/value cache, {uncached:.0f} without: "
+        f"{summary['lm_cache_speedup']:.1f}x"
+    )
+    return summary
 
 
 # --- Stable Audio Open's geometry ---------------------------------------------------------------------
@@ -504,6 +617,10 @@ def main() -> None:
     parser.add_argument("--sao-steps", type=int, default=2, help="SAO steps per run and round")
     parser.add_argument("--sao-repeats", type=int, default=3, help="SAO rounds")
     parser.add_argument("--no-sao", action="store_true", help="skip the SAO geometry")
+    parser.add_argument("--no-demo", action="store_true", help="skip the demo DiT (and SAO): the LM only")
+    parser.add_argument("--no-lm", action="store_true", help="skip the discrete demo's LM")
+    parser.add_argument("--lm-frames", type=int, default=250, help="frames the LM samples (2 s of the demo)")
+    parser.add_argument("--lm-sample-repeats", type=int, default=3, help="LM sampling rounds")
     parser.add_argument(
         "--threads",
         type=int,
@@ -533,21 +650,47 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as temporary:
         work = args.work or Path(temporary)
-        experiment = setup(work, args.seconds, args.device)
-        if args.threads is None and not cuda:  # as train_stage does
-            args.threads = experiment.resources.train.cpus - experiment.train.data.num_workers
-        if args.threads:
-            torch.set_num_threads(max(1, args.threads))
-        phase("setup")
-        demo = bench_demo(work, experiment, device, args)
-        phase("demo")
-        sao = None if args.no_sao else bench_sao(work, device, args)
-        if sao is not None:
-            phase("sao")
-    summary = report(demo, sao, device, phases)
+        demo = sao = lm = None
+        if not args.no_demo:
+            experiment = setup(work, args.seconds, args.device)
+            set_threads(args, experiment, cuda)
+            phase("setup")
+            demo = bench_demo(work, experiment, device, args)
+            phase("demo")
+            sao = None if args.no_sao else bench_sao(work, device, args)
+            if sao is not None:
+                phase("sao")
+        if not args.no_lm:
+            experiment = setup_lm(work / "lm", args.seconds, args.device)
+            set_threads(args, experiment, cuda)
+            phase("lm setup")
+            lm = bench_lm(work / "lm", experiment, device, args)
+            phase("lm")
+    if demo is not None:
+        summary = report(demo, sao, device, phases)
+    else:
+        walls = ", ".join(f"{name} {wall:.0f} s (load {load:.1f})" for name, (wall, load) in phases.items())
+        print(f"device {device}, {torch.get_num_threads()} torch threads; wall and 1-min load average: {walls}")
+        summary = {}
+    if lm is not None:
+        summary.update(report_lm(lm))
     if args.json:
-        document = {"args": {k: str(v) for k, v in vars(args).items()}, "demo": demo, "sao": sao, "summary": summary}
+        document = {
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "demo": demo,
+            "sao": sao,
+            "lm": lm,
+            "summary": summary,
+        }
         args.json.write_text(json.dumps(document, indent=2))
+
+
+def set_threads(args: argparse.Namespace, experiment: Experiment, cuda: bool) -> None:
+    """On CPU, the threads `pipeline train` gives the experiment (its CPUs less its workers), as train_stage does."""
+    if args.threads is None and not cuda:
+        args.threads = experiment.resources.train.cpus - experiment.train.data.num_workers
+    if args.threads:
+        torch.set_num_threads(max(1, args.threads))
 
 
 if __name__ == "__main__":
