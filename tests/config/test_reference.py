@@ -405,7 +405,13 @@ def test_every_section_and_component_has_its_table(reference):
     for kind in ("fsq", "identity", "rvq", "tanh", "vae"):
         assert f"#### `autoencoder.model.bottleneck` with `type: {kind}`" in reference
     assert row(reference, "data.codec.float", "with `type: wav`")["type"] == "bool"
-    assert row(reference, "train.model.conditioners[].values", "with `type: label`")["default"] == "**required**"
+    # Every model type with conditioners (diffusion, lm) has its own conditioner tables.
+    labels = [
+        r
+        for r in parse(reference)
+        if r["field"] == "train.model.conditioners[].values" and "with `type: label`" in r["heading"]
+    ]
+    assert len(labels) == 2 and all(r["default"] == "**required**" for r in labels)
     assert row(reference, "autoencoder.training.kl_weight")["default"] == "**required**"
 
 
