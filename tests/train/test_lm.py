@@ -60,9 +60,10 @@ def logged(experiment, name: str) -> list[float]:
 
 
 OVERFIT_STEPS = 300
-# Measured on 2 shared CPU cores: mean of the first 20 losses 4.15 -> mean of the last 20 0.0x; the
-# greedy continuation of each item's conditioning matches its first 16 frames' codes (all 4 codebooks)
-# at 1.00, chance being 1/64. ~25 s.
+# Asserted: the mean of the last 20 losses is 10x below the mean of the first 20, and the codes drawn
+# (greedy and at temperature 1) for each item's conditioning match its first 16 frames' codes (all 4
+# codebooks) at more than 20x chance (1/64). The whole test took 80 s on 2 shared CPU cores (the
+# module's code stores included).
 OVERFIT_FACTOR = 10.0
 
 
