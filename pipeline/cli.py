@@ -143,7 +143,7 @@ def cmd_shard_summary(args: argparse.Namespace) -> int:
 def cmd_import_sat(args: argparse.Namespace) -> int:
     from pipeline.config.sat import import_sat_config
 
-    sections, notes = import_sat_config(args.model_config, args.checkpoint, args.checkpoint_prefix)
+    sections, notes = import_sat_config(args.model_config, args.checkpoint, args.checkpoint_prefix, args.t5_dir)
     header = [f"# Imported from stable-audio-tools config {args.model_config} by `pipeline import-sat`."]
     header += [f"# Not carried over / to do: {note}" for note in notes]
     text = "\n".join(header) + "\n" + yaml.safe_dump(sections, sort_keys=False, default_flow_style=None)
@@ -476,12 +476,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment_arguments(
         command("shard-summary", cmd_shard_summary, "gather rejects into rejected.jsonl; exit 1 if shards are missing")
     )
-    sat = command("import-sat", cmd_import_sat, "convert a stable-audio-tools model config into an autoencoder section")
-    sat.add_argument(
-        "model_config", type=Path, help="stable-audio-tools model config JSON (autoencoder, or with a pretransform)"
+    sat = command(
+        "import-sat",
+        cmd_import_sat,
+        "convert a stable-audio-tools model config into an autoencoder section (+ train section for diffusion)",
     )
-    sat.add_argument("--checkpoint", help="pretrained weights to record as autoencoder.checkpoint")
-    sat.add_argument("--checkpoint-prefix", help="key prefix to strip, e.g. 'pretransform.model.'")
+    sat.add_argument(
+        "model_config", type=Path, help="stable-audio-tools model config JSON (autoencoder, diffusion_cond/uncond, ...)"
+    )
+    sat.add_argument(
+        "--checkpoint",
+        help="pretrained weights: autoencoder.checkpoint (and train.init_from for a diffusion config)",
+    )
+    sat.add_argument(
+        "--checkpoint-prefix", help="key prefix to strip, e.g. 'pretransform.model.' (a diffusion config's default)"
+    )
+    sat.add_argument("--t5-dir", help="local T5 directory (encoder + tokenizer) for a t5 conditioner's model_dir")
     sat.add_argument("-o", "--output", type=Path, help="write YAML here instead of stdout")
     train_ae = command("train-autoencoder", cmd_train_autoencoder, "train the autoencoder on the shards (resumes)")
     _add_experiment_arguments(train_ae)

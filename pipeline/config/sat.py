@@ -1,7 +1,10 @@
-"""`pipeline import-sat`: a stable-audio-tools model config -> this project's `autoencoder` section.
+"""`pipeline import-sat`: a stable-audio-tools model config -> this project's `autoencoder` section
+(and, for a `diffusion_cond` / `diffusion_uncond` config, its `train` section: `sat_diffusion.py`).
 
 Takes an autoencoder model config (`model_type: autoencoder`) or the `pretransform` block of a
-diffusion / LM config. Component configs map one to one (our components are named and parameterised
+diffusion / LM config. A diffusion config is converted whole or refused with every unsupported part
+named at once; given its checkpoint, the autoencoder loads from that file (`pretransform.model.`)
+and the model starts from it (`train.init_from`). Component configs map one to one (our components are named and parameterised
 like stable-audio-tools'); values stable-audio-tools types twice (`latent_dim`, `downsampling_ratio`,
 `io_channels`) are checked against the ones we derive and then dropped. Training settings we support
 (AdamW, L1 + multi-resolution STFT, KL weight) are carried over; the rest is listed as not carried."""
@@ -16,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.config.registry import registered
+from pipeline.config.sat_diffusion import DIFFUSION_MODEL_TYPES, diffusion_train_section
 from pipeline.errors import UserFacingError
 from pipeline.models.autoencoder.config import AutoencoderModelConfig
 
@@ -29,10 +33,14 @@ class SatImportError(UserFacingError):
     """The stable-audio-tools config cannot be expressed here; the message says what and why."""
 
 
+PRETRANSFORM_PREFIX = "pretransform.model."  # the autoencoder's keys in a diffusion checkpoint
+
+
 def import_sat_config(
-    path: str | Path, checkpoint: str | None = None, checkpoint_prefix: str | None = None
+    path: str | Path, checkpoint: str | None = None, checkpoint_prefix: str | None = None, t5_dir: str | None = None
 ) -> tuple[dict[str, Any], list[str]]:
-    """Return ({"data": ..., "autoencoder": ...}, notes on what was not carried over or is still to set)."""
+    """Return ({"data": ..., "autoencoder": ..., ["train": ...]}, notes on what was not carried over or
+    is still to set). `t5_dir`: the local T5 directory of a config with a `t5` conditioner."""
     path = Path(path)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -40,8 +48,52 @@ def import_sat_config(
         raise SatImportError(f"{path}: no such file") from None
     except (OSError, ValueError) as error:
         raise SatImportError(f"{path}: not a readable JSON file ({error})") from error
+    if isinstance(document, dict) and document.get("model_type") in DIFFUSION_MODEL_TYPES:
+        return _import_diffusion(document, path, checkpoint, checkpoint_prefix, t5_dir)
+    return _import_autoencoder(document, path, checkpoint, checkpoint_prefix)
+
+
+def _import_diffusion(
+    document: dict[str, Any], path: Path, checkpoint: str | None, prefix: str | None, t5_dir: str | None
+) -> tuple[dict[str, Any], list[str]]:
+    """Both halves, every problem of either reported together."""
+    problems: list[str] = []
+    sections: dict[str, Any] = {}
+    notes: list[str] = []
+    if not isinstance(document.get("model"), dict):
+        raise SatImportError(f"{path}: expected a stable-audio-tools model config with a 'model' object")
+    if checkpoint is not None and prefix is None:
+        prefix = PRETRANSFORM_PREFIX
+    try:
+        sections, notes = _import_autoencoder(document, path, checkpoint, prefix)
+    except SatImportError as error:
+        problems += [line.strip() for line in str(error).removeprefix(f"{path}: ").splitlines() if line.strip()]
+    ratio = sections.get("autoencoder", {}).get("model", {}).get("encoder", {}).get("strides")
+    frames = None
+    if ratio and isinstance(document.get("sample_size"), int):
+        frames = document["sample_size"] // math.prod(ratio)
+    train, train_notes, train_problems = diffusion_train_section(document, frames, checkpoint, t5_dir)
+    problems += train_problems
+    if problems:
+        raise SatImportError(
+            f"{path}: cannot import this {document['model_type']} config ({len(problems)} problem(s)):\n  "
+            + "\n  ".join(problems)
+        )
+    return {**sections, "train": train}, notes + train_notes
+
+
+def _import_autoencoder(
+    document: Any, path: Path, checkpoint: str | None, checkpoint_prefix: str | None
+) -> tuple[dict[str, Any], list[str]]:
     block, sample_rate, training = _autoencoder_block(document, path)
-    model = {part: _component(part, block.get(part), path) for part in ("encoder", "decoder", "bottleneck")}
+    model, problems = {}, []
+    for part in ("encoder", "decoder", "bottleneck"):  # every unsupported component, not just the first
+        try:
+            model[part] = _component(part, block.get(part), path)
+        except SatImportError as error:
+            problems.append(str(error).removeprefix(f"{path}: "))
+    if problems:
+        raise SatImportError(f"{path}: " + "\n  ".join(problems))
     _check_repeated_values(block, model, path)
     _validate(model, path)
     section: dict[str, Any] = {"sample_rate": sample_rate, "model": model}

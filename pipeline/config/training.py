@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 from pipeline.config.base import StrictModel, check_fields
 from pipeline.config.registry import component_union, discover
 from pipeline.config.stages import RUNTIME_ONLY
+from pipeline.config.types import ResolvedPath
 
 discover()  # the model configs register themselves on import
 
@@ -70,6 +71,12 @@ class TrainConfig(StrictModel):
     """The train stage: one loop for every model family; resumable and preemption-safe."""
 
     model: component_union("model") = Field(description="what is trained; `type` picks the family")  # type: ignore[valid-type]
+    init_from: ResolvedPath | None = Field(
+        None,
+        description="weights the model starts from, a fine-tune (fresh optimizer and schedule, step 0; unlike "
+        "resuming a run): a stable-audio-tools diffusion checkpoint (.ckpt or .safetensors: its DiT and "
+        "conditioners, loaded strictly) or a model.safetensors this pipeline exported; diffusion models only",
+    )
     data: TrainDataConfig = Field(default_factory=TrainDataConfig)
     steps: int = Field(100_000, ge=1, le=1_000_000_000, description="optimizer steps in total")
     batch_size: int = Field(
@@ -91,6 +98,10 @@ class TrainConfig(StrictModel):
     @model_validator(mode="after")
     def _check_batches(self) -> TrainConfig:
         problems: list[tuple[tuple[str | int, ...], str]] = []
+        if self.init_from is not None and self.model.type != "diffusion":
+            problems.append(
+                (("init_from",), f"is supported for diffusion models, not train.model.type {self.model.type}")
+            )
         if self.batch_size % self.grad_accum:
             problems.append(
                 (("batch_size",), f"{self.batch_size} does not split into grad_accum ({self.grad_accum}) micro-batches")

@@ -15,6 +15,7 @@ from torch import nn
 
 from pipeline.config.registry import build
 from pipeline.latents.dataset import collate, item_rng
+from pipeline.models.diffusion.checkpoints import load_diffusion_weights
 from pipeline.models.diffusion.model import DiffusionModel, LossDraws
 from pipeline.models.diffusion.objectives import timesteps_from
 from pipeline.train.crops import (
@@ -48,7 +49,15 @@ class DiffusionFamily(CropsFamily):
     discrete = False
 
     def build(self) -> DiffusionModel:
-        return build("model", self.config, io_channels=self.stores.latent_dim)
+        """The model, with `train.init_from`'s weights when set (a fine-tune: the loop starts a fresh
+        optimizer at step 0; a resumed run then replaces them with its checkpoint's)."""
+        model = build("model", self.config, io_channels=self.stores.latent_dim)
+        init_from = self.train_config.init_from
+        if init_from is not None:
+            layout = load_diffusion_weights(model, init_from)
+            if self.env.is_main:
+                print(f"train diffusion: initial weights from {init_from} ({layout} layout, loaded strictly)")
+        return model
 
     def step_module(self, model: nn.Module) -> nn.Module:
         return DiffusionStep(model)
