@@ -22,10 +22,11 @@ OBJECTIVES = ("v", "rectified_flow")  # stable-audio-tools' diffusion_objective;
 T5_KEYS = {"t5_model_name", "max_length", "enable_grad", "project_out"}
 NUMBER_KEYS = {"min_val", "max_val"}
 # Diffusion-block keys we carry (or that only say what `model.io_channels` says).
-DIFFUSION_KEYS = {"type", "config", "cross_attention_cond_ids", "global_cond_ids"}
+DIFFUSION_KEYS = {"type", "config", "cross_attention_cond_ids", "global_cond_ids", "diffusion_objective"}
 UNSUPPORTED_DIFFUSION_KEYS = {
-    "input_concat_ids": "input concatenation conditioning",
-    "prepend_cond_ids": "prepended conditioning tokens",
+    "input_concat_ids": "input concatenation conditioning is not supported; use cross_attention_cond_ids",
+    "prepend_cond_ids": "prepended conditioning tokens are not supported; use cross_attention_cond_ids",
+    "distribution_shift_options": "timestep distribution shift is not supported; see timestep_sampler",
 }
 
 
@@ -52,10 +53,11 @@ def diffusion_train_section(
         where = "model"
     backbone = _backbone(block, where, result)
     conditioning = _conditioning(model.get("conditioning"), t5_dir, result) if "conditioning" in model else None
-    objective = model.get("diffusion_objective", "v")
+    source = block if isinstance(block, dict) and "diffusion_objective" in block else model
+    objective = source.get("diffusion_objective", "v")
     if objective not in OBJECTIVES:
         result.problems.append(
-            f"model.diffusion_objective '{objective}' is not supported; supported: {', '.join(OBJECTIVES)}"
+            f"{where}.diffusion_objective '{objective}' is not supported; supported: {', '.join(OBJECTIVES)}"
         )
     section_model: dict[str, Any] = {"type": "diffusion", "backbone": backbone, "objective": objective}
     if conditioning is not None:
@@ -90,7 +92,7 @@ def _backbone(block: Any, where: str, result: Import) -> dict[str, Any]:
         )
     for key, what in UNSUPPORTED_DIFFUSION_KEYS.items():
         if block.get(key):
-            result.problems.append(f"{where}.{key}: {what} is not supported; use cross_attention_cond_ids")
+            result.problems.append(f"{where}.{key}: {what}")
     unknown = sorted(set(block) - DIFFUSION_KEYS - set(UNSUPPORTED_DIFFUSION_KEYS))
     if unknown:
         result.problems.append(f"{where} has keys this importer does not know: {unknown}")

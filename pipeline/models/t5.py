@@ -69,7 +69,9 @@ def load_text_encoder(model_dir: Path, dtype: str, device: torch.device) -> tupl
         hf_logging.disable_progress_bar()
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-            encoder = T5EncoderModel.from_pretrained(str(model_dir), local_files_only=True, dtype=DTYPES[dtype])
+            # Loaded in float32 and cast whole, as SAT does: from_pretrained(dtype=float16) would keep T5's
+            # feed-forward output layers (`wo`) in float32, and the embeddings would differ from SAT's.
+            encoder = T5EncoderModel.from_pretrained(str(model_dir), local_files_only=True).to(DTYPES[dtype])
         except (OSError, ValueError) as error:
             raise UserFacingError(f"{model_dir}: cannot load a T5 encoder and tokenizer: {error}") from None
         _loaded[key] = (tokenizer, encoder.to(device).eval().requires_grad_(False))
