@@ -6,27 +6,28 @@
 
 Sections (--only NAME[,NAME]; all by default):
   planning  `snakemake -n` with profiles/slurm (+ the SLURM test flags; a dry run submits nothing) and
-            profiles/local on a synthetic experiment of N one-item shards, for each N of --shards: wall and
-            CPU seconds, jobs planned, group jobs printed. The experiment extends configs/experiments/demo.yaml
-            with its own audio_dir (one silent 1 kHz 8-bit WAV of N seconds) and work_dir, and 1 s items, one
-            per shard; its plan.json is written by the project's plan writer (pipeline.shards.plan.write_plan),
-            so the `plan` checkpoint is done and the DAG holds every per-shard job. --cprofile-seconds S
-            profiles the SLURM dry run on --cprofile-shards shards for at most S seconds (cProfile, stats
-            written when the time is up) and prints Snakemake's functions by cumulative time.
-  count     sbatch calls Snakemake makes for --count-shards shards, grouped (the profile as it is) and not
-            (--group-components shard=1 pre_encode=1), read from the dry run: one call per group job it
-            prints plus one per job of a rule outside groups that is not local (localrules, and rules
+            profiles/local on a synthetic experiment of N one-item shards, for each N of --shards, with
+            the per-shard stages' default `shards_per_job: auto` (at most 500 jobs per stage) and with one
+            shard per job (`shards_per_job: 1`, the layout before jobs held several shards): wall and CPU
+            seconds, jobs planned. The experiment extends configs/experiments/demo.yaml with its own
+            audio_dir (one silent 1 kHz 8-bit WAV of N seconds) and work_dir, and 1 s items, one per
+            shard; its plan.json is written by the project's plan writer (pipeline.shards.plan.write_plan),
+            so the `plan` checkpoint is done and the DAG holds every job. --cprofile-seconds S profiles
+            the SLURM dry run on --cprofile-shards shards for at most S seconds (cProfile, stats written
+            when the time is up) and prints Snakemake's functions by cumulative time.
+  count     sbatch calls Snakemake makes for --count-shards shards with shards_per_job auto, 1 and 20,
+            read from the dry run: one call per job of a rule that is not local (localrules, and rules
             without a shell command, run where Snakemake runs).
   real      the same count checked against real submissions on the local SLURM cluster: target `shard`
-            (plan, shard_one per shard, shard_summary: cheap CPU jobs) on --real-shards shards with
-            --group-components shard=--real-group, (a) with the plan already written (a resumed run),
-            (b) from scratch (the plan job runs first), (c) ungrouped (shard=1). Counts the plugin's
-            "submitted with SLURM jobid" lines, reads each job's times with scontrol and the shard jobs each
-            one ran from its SLURM log (--target-jobs of the job's Snakemake), and compares with what the
-            dry run predicted.
+            (plan, shard_one per job, shard_summary: cheap CPU jobs) on --real-shards shards with
+            resources.shard.shards_per_job = --real-per-job, (a) with the plan already written (a resumed
+            run), (b) from scratch (the plan job runs first), (c) one shard per job. Counts the plugin's
+            "submitted with SLURM jobid" lines, reads each job's times with scontrol and, from the job
+            records (shards/jobs/job-*.json), which shards each job held and whether it wrote them, and
+            compares with what the dry run predicted.
   startup   what every SLURM job pays before its work: `python -m pipeline --help` and `pipeline validate`
             (and whether they import torch), `import torch` (what the model stages add), the jobstep
-            Snakemake for one shard job (`--target-jobs shard_one:index=000000 -n`, at 10 and at the largest
+            Snakemake for one shard job (`--target-jobs shard_one:job=000000 -n`, at 10 and at the largest
             N), `pipeline shard` of one demo-sized shard (the work it is amortised over), and sbatch-to-running
             latency of `sbatch --wrap` (the job writes its start time; submissions wait for an empty queue,
             up to 60 s, and say when they did not get one) plus `srun` inside a job.
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import math
 import os
 import re
@@ -68,7 +70,7 @@ BIN = Path(sys.executable).parent
 SNAKEMAKE = str(BIN / "snakemake")
 DEMO = ROOT / "configs/experiments/demo.yaml"
 SOURCE_RATE = 1000  # Hz: the lowest rate the plan accepts; 8-bit mono, so N shards of 1 s are N kB of WAV
-GROUPED_RULES = {"shard_one": "shard", "pre_encode_one": "pre_encode"}  # rule -> its group (workflow/rules)
+PER_SHARD_STAGES = ("shard", "pre_encode")
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 STAMP = re.compile(r"^\s*\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]")
 SECTIONS = ("planning", "count", "real", "startup", "demo")
@@ -148,10 +150,8 @@ class DryRun:
     timed: Timed
     jobs: int | None = None  # "total" of the first Job stats table
     rule_counts: dict[str, int] = field(default_factory=dict)
-    groups: list[tuple[str, collections.Counter]] = field(default_factory=list)  # printed group jobs, in order
-    top: collections.Counter = field(default_factory=collections.Counter)  # jobs printed outside groups
+    printed: collections.Counter = field(default_factory=collections.Counter)  # jobs printed, per rule
     first_job: float | None = None  # seconds from the start to the first printed job (parse + DAG)
-    distinct: int = 0  # distinct jobs printed
 
     @property
     def finished(self) -> bool:
@@ -159,8 +159,6 @@ class DryRun:
 
 
 def parse_dry_run(run: DryRun) -> DryRun:
-    current = None
-    seen: set[str] = set()
     stats = False
     for line in run.timed.output.read_text(errors="replace").splitlines():
         if run.jobs is None:
@@ -174,24 +172,16 @@ def parse_dry_run(run: DryRun) -> DryRun:
         stamp = STAMP.match(line)
         if stamp and run.first_job is None:
             run.first_job = time.mktime(time.strptime(stamp.group(1), "%a %b %d %H:%M:%S %Y")) - run.timed.started
-        group = re.search(r"\] Group job (\S+) \(", line)
-        if group:
-            current = (group.group(1), collections.Counter())
-            run.groups.append(current)
-            continue
-        member = re.match(r"^    (?:local)?(?:rule|checkpoint) (\w+):", line)
-        if member and current is not None:
-            current[1][member.group(1)] += 1
-            continue
-        top = re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):", line)
-        if top:
-            current = None
-            run.top[top.group(1)] += 1
-        output = re.match(r"^\s+output: (.*)$", line)
-        if output:
-            seen.add(output.group(1))
-    run.distinct = len(seen)
+        printed = re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):", line)
+        if printed:
+            run.printed[printed.group(1)] += 1
     return run
+
+
+def per_job(shards_per_job: int | str) -> tuple[str, ...]:
+    """The `--config` word that sets shards_per_job of both per-shard stages."""
+    settings = [f"resources.{stage}.shards_per_job={shards_per_job}" for stage in PER_SHARD_STAGES]
+    return (f"overrides={json.dumps(settings)}",)
 
 
 def dry_run(
@@ -199,13 +189,14 @@ def dry_run(
     experiment: Path,
     output: Path,
     timeout: float,
-    extra: tuple[str, ...] = (),
+    config: tuple[str, ...] = (),
     targets: tuple[str, ...] = (),
 ) -> DryRun:
-    command = [SNAKEMAKE, *targets, "--profile", f"profiles/{profile}", "-n", "--config", f"experiment={experiment}"]
+    command = [SNAKEMAKE, *targets, "--profile", f"profiles/{profile}", "-n"]
+    command += ["--config", f"experiment={experiment}", *config]
     if profile == "slurm":
         command += SLURM_TEST_FLAGS
-    return parse_dry_run(DryRun(timed([*command, *extra], output, timeout)))
+    return parse_dry_run(DryRun(timed(command, output, timeout)))
 
 
 def local_rules(experiment: Path) -> set[str]:
@@ -232,25 +223,8 @@ def local_rules(experiment: Path) -> set[str]:
 
 
 def sbatch_calls(run: DryRun, local: set[str]) -> int:
-    return len(run.groups) + sum(count for rule, count in run.top.items() if rule not in local)
-
-
-def documented_calls(run: DryRun, local: set[str], sizes: dict[str, int]) -> int:
-    """sbatch calls if each group rule's jobs went in chunks of `sizes[group]` (as profiles/slurm documents)."""
-    calls = 0
-    for rule, count in run.rule_counts.items():
-        if rule in GROUPED_RULES:
-            calls += math.ceil(count / sizes.get(GROUPED_RULES[rule], 1))
-        elif rule not in local:
-            calls += count
-    return calls
-
-
-def group_summary(run: DryRun) -> str:
-    sizes = collections.Counter(
-        (name, "+".join(f"{count} {rule}" for rule, count in sorted(members.items()))) for name, members in run.groups
-    )
-    return ", ".join(f"{times} x [{members}]" for (_, members), times in sorted(sizes.items())) or "none"
+    """Every job the dry run prints whose rule is not local is one sbatch call in a real run."""
+    return sum(count for rule, count in run.printed.items() if rule not in local)
 
 
 def profile_dry_run(experiment: Path, seconds: float, output: Path) -> None:
@@ -294,26 +268,26 @@ def profile_dry_run(experiment: Path, seconds: float, output: Path) -> None:
 
 def planning(args, work: Path) -> None:
     print(f"\n## planning: snakemake -n on N one-item shards (timeout {args.plan_timeout:.0f} s per run)")
-    print("| shards | profile | wall s | CPU s | to first job s | jobs planned | group jobs printed | load |")
+    print("| shards | profile | shards per job | wall s | CPU s | to first job s | jobs planned | load |")
     print("|---|---|---|---|---|---|---|---|")
     for shards in args.shards:
         experiment = synthetic(work / f"plan-{shards}", shards)
-        for profile in args.profiles:
-            before = load()
-            run = dry_run(profile, experiment, work / f"plan-{shards}-{profile}.out", args.plan_timeout)
-            wall = f"{run.timed.wall:.1f}" if run.finished else f"> {args.plan_timeout:.0f} (stopped)"
-            jobs = run.jobs if run.jobs is not None else "?"
-            first = f"{run.first_job:.0f}" if run.first_job is not None else "-"
-            print(
-                f"| {shards:,} | {profile} | {wall} | {run.timed.cpu:.1f} | {first} | {jobs} | {len(run.groups)} "
-                f"| {before} |",
-                flush=True,
-            )
-            if run.timed.returncode not in (0, None):
-                print(f"  FAILED (exit {run.timed.returncode}): see {run.timed.output}")
-            if profile == "slurm":
-                if run.groups:
-                    print(f"  groups printed: {group_summary(run)}; distinct jobs printed {run.distinct} of {jobs}")
+        for setting in ("auto", 1):
+            for profile in args.profiles:
+                before = load()
+                output = work / f"plan-{shards}-{profile}-{setting}.out"
+                run = dry_run(profile, experiment, output, args.plan_timeout, per_job(setting))
+                wall = f"{run.timed.wall:.1f}" if run.finished else f"> {args.plan_timeout:.0f} (stopped)"
+                jobs = run.jobs if run.jobs is not None else "?"
+                first = f"{run.first_job:.0f}" if run.first_job is not None else "-"
+                held = f"auto ({math.ceil(shards / max(run.rule_counts.get('shard_one', 1), 1))})"
+                held = held if setting == "auto" else "1"
+                print(
+                    f"| {shards:,} | {profile} | {held} | {wall} | {run.timed.cpu:.1f} | {first} | {jobs} | {before} |",
+                    flush=True,
+                )
+                if run.timed.returncode not in (0, None):
+                    print(f"  FAILED (exit {run.timed.returncode}): see {run.timed.output}")
     if args.cprofile_seconds:
         experiment = synthetic(work / f"plan-{args.cprofile_shards}", args.cprofile_shards)
         print(
@@ -328,30 +302,18 @@ def count(args, work: Path) -> None:
     local = local_rules(experiment)
     print(f"\n## count: sbatch calls for {shards:,} shards, from the SLURM dry run")
     print(f"  local rules (not submitted): {', '.join(sorted(local))}")
-    print(
-        "| run | wall s | jobs planned | group jobs | jobs outside groups, submitted | sbatch calls | as documented |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    variants = {
-        "grouped (profile: shard=20, pre_encode=10)": ((), {"shard": 20, "pre_encode": 10}),
-        "ungrouped (--group-components shard=1 pre_encode=1)": (
-            ("--group-components", "shard=1", "pre_encode=1"),
-            {"shard": 1, "pre_encode": 1},
-        ),
-    }
-    for label, (extra, sizes) in variants.items():
-        name = "grouped" if not extra else "ungrouped"
-        run = dry_run("slurm", experiment, work / f"count-{shards}-{name}.out", args.plan_timeout, extra)
+    print("| shards_per_job | wall s | jobs planned | shard_one jobs | pre_encode_one jobs | sbatch calls |")
+    print("|---|---|---|---|---|---|")
+    for setting in ("auto", 1, 20):
+        run = dry_run("slurm", experiment, work / f"count-{shards}-{setting}.out", args.plan_timeout, per_job(setting))
         if not run.finished:
-            print(f"| {label} | > {args.plan_timeout:.0f} (stopped) | | | | | |")
+            print(f"| {setting} | > {args.plan_timeout:.0f} (stopped) | | | | |")
             continue
-        outside = sum(count for rule, count in run.top.items() if rule not in local)
         print(
-            f"| {label} | {run.timed.wall:.0f} | {run.jobs} | {len(run.groups)} | {outside} "
-            f"| {sbatch_calls(run, local)} | {documented_calls(run, local, sizes)} |",
+            f"| {setting} | {run.timed.wall:.0f} | {run.jobs} | {run.printed['shard_one']} "
+            f"| {run.printed['pre_encode_one']} | {sbatch_calls(run, local)} |",
             flush=True,
         )
-        print(f"  groups printed: {group_summary(run)}; distinct jobs printed {run.distinct} of {run.jobs}")
 
 
 # --- real SLURM runs ---------------------------------------------------------------------------------
@@ -372,46 +334,20 @@ def seconds_between(fields: dict[str, str], first: str, last: str) -> float:
 class RealRun:
     label: str
     timed: Timed
-    jobs: list[dict] = field(default_factory=list)  # per sbatch call: id, rule, targets, run and wait seconds
-
-    @property
-    def executions(self) -> collections.Counter:
-        return collections.Counter(target for job in self.jobs for target in job["targets"])
+    jobs: list[dict] = field(default_factory=list)  # per sbatch call: id, rule, run and wait seconds
 
 
-def real_run(label: str, experiment: Path, work: Path, extra: tuple[str, ...], timeout: float) -> RealRun:
+def real_run(label: str, experiment: Path, work: Path, config: tuple[str, ...], timeout: float) -> RealRun:
     logs = work / "slurm_logs"
-    command = [
-        SNAKEMAKE,
-        "shard",  # before the options: --group-components takes every word after it
-        "--profile",
-        "profiles/slurm",
-        "--config",
-        f"experiment={experiment}",
-        *SLURM_TEST_FLAGS,
-        "--slurm-logdir",
-        str(logs),
-        "--slurm-keep-successful-logs",
-        *extra,
-    ]
+    command = [SNAKEMAKE, "shard", "--profile", "profiles/slurm", "--config", f"experiment={experiment}", *config]
+    command += [*SLURM_TEST_FLAGS, "--slurm-logdir", str(logs), "--slurm-keep-successful-logs"]
     run = RealRun(label, timed(command, work / "snakemake.out", timeout))
     for job_id, log in SUBMITTED.findall(run.timed.output.read_text(errors="replace")):
         fields = scontrol(job_id)
-        targets: list[str] = []
-        log_path = Path(log)
-        if log_path.is_file():
-            for line in log_path.read_text(errors="replace").splitlines():
-                if "Command:" in line and "--target-jobs" in line:  # the job's own Snakemake, first line
-                    words = line.split("--target-jobs", 1)[1].split()
-                    end = next((i for i, word in enumerate(words) if word.startswith("--")), len(words))
-                    targets = [word.strip("'\"") for word in words[:end]]
-                    break
         run.jobs.append(
             {
                 "id": job_id,
-                "rule": log_path.relative_to(logs).parts[0],  # rule_<rule> or group_<group>_<rules>
-                "targets": targets,
-                "state": fields.get("JobState", "?"),
+                "rule": Path(log).relative_to(logs).parts[0].removeprefix("rule_"),
                 "run": seconds_between(fields, "StartTime", "EndTime"),
                 "wait": seconds_between(fields, "SubmitTime", "StartTime"),
             }
@@ -419,62 +355,60 @@ def real_run(label: str, experiment: Path, work: Path, extra: tuple[str, ...], t
     return run
 
 
+def shard_writes(work: Path) -> tuple[collections.Counter, int]:
+    """(how many times each shard was written, shard jobs) from the shard jobs' records."""
+    written: collections.Counter = collections.Counter()
+    records = sorted((work / "work/shards/jobs").glob("job-*.json"))
+    for record in records:
+        for result in json.loads(record.read_text())["results"]:
+            written[result["index"]] += not result["skipped"]
+    return written, len(records)
+
+
 def real(args, work: Path) -> None:
     reason = slurm_unavailable()
     if reason:
         print(f"\n## real: skipped ({reason})")
         return
-    shards, size = args.real_shards, args.real_group
-    print(f"\n## real: target `shard` on the local SLURM cluster, {shards} shards, --group-components shard={size}")
-    grouped = ("--group-components", f"shard={size}", "pre_encode=10")
+    shards, size = args.real_shards, args.real_per_job
+    print(f"\n## real: target `shard` on the local SLURM cluster, {shards} shards, shards_per_job {size}")
     runs = [
-        ("resumed (plan written), grouped", True, grouped),
-        ("from scratch (plan job first), grouped", False, grouped),
-        ("resumed (plan written), ungrouped", True, ("--group-components", "shard=1", "pre_encode=1")),
+        (f"resumed (plan written), {size} per job", True, size),
+        (f"from scratch (plan job first), {size} per job", False, size),
+        ("resumed (plan written), 1 per job", True, 1),
     ]
     print(
-        "| run | wall s | sbatch calls | SLURM jobs: count x rule (shard jobs in each) | shard jobs run (distinct) "
-        "| median s per SLURM job | dry run predicted | load |"
+        "| run | wall s | sbatch calls | SLURM jobs: count x rule | shards written (distinct) | median s per SLURM job "
+        "| dry run predicted | load |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for index, (label, planned, extra) in enumerate(runs):
+    for index, (label, planned, setting) in enumerate(runs):
         directory = work / f"real-{index}"
         if directory.exists():
             shutil.rmtree(directory)
         experiment = synthetic(directory, shards, plan=planned)
         predicted = "- (no plan yet: the dry run cannot see the shards)"
         if planned:
-            dry = dry_run("slurm", experiment, directory / "dry.out", args.predict_timeout, extra, ("shard",))
-            predicted = f"{sbatch_calls(dry, local_rules(experiment))}"
-            if not dry.finished:
-                predicted = f"did not end: {len(dry.groups):,} group jobs printed in {dry.timed.wall:.0f} s"
+            config = per_job(setting)
+            dry = dry_run("slurm", experiment, directory / "dry.out", args.predict_timeout, config, ("shard",))
+            predicted = f"{sbatch_calls(dry, local_rules(experiment))}" if dry.finished else "did not end"
         before = load()
-        run = real_run(label, experiment, directory, extra, args.real_timeout)
-        executions = run.executions
-        shard_runs = sum(count for target, count in executions.items() if target.startswith("shard_one"))
-        distinct = sum(1 for target in executions if target.startswith("shard_one"))
-        kinds = collections.Counter((job["rule"].removeprefix("rule_"), len(job["targets"])) for job in run.jobs)
-        jobs = ", ".join(f"{times} x {rule} ({targets})" for (rule, targets), times in sorted(kinds.items()))
-        runs_s = "; ".join(
-            f"{rule} ({targets}): {median([j['run'] for j in run.jobs if (j['rule'].removeprefix('rule_'), len(j['targets'])) == (rule, targets)]):.0f}"
-            for rule, targets in sorted(kinds)
-        )
+        run = real_run(label, experiment, directory, per_job(setting), args.real_timeout)
+        kinds = collections.Counter(job["rule"] for job in run.jobs)
+        jobs = ", ".join(f"{times} x {rule}" for rule, times in sorted(kinds.items()))
+        runs_s = "; ".join(f"{rule}: {median([j['run'] for j in run.jobs if j['rule'] == rule]):.0f}" for rule in kinds)
+        written, _ = shard_writes(directory)
         status = "" if run.timed.returncode == 0 else f" (exit {run.timed.returncode})"
-        failed = sum(
-            1 for line in run.timed.output.read_text(errors="replace").splitlines() if line.startswith("Error in rule")
-        )
         print(
-            f"| {label} | {run.timed.wall:.0f}{status} | {len(run.jobs)} | {jobs} | {shard_runs} ({distinct}) | {runs_s} "
-            f"| {predicted} | {before} |",
+            f"| {label} | {run.timed.wall:.0f}{status} | {len(run.jobs)} | {jobs} | {sum(written.values())} "
+            f"({len(written)}) | {runs_s} | {predicted} | {before} |",
             flush=True,
         )
-        if failed:
-            print(f"  {failed} 'Error in rule' lines in {run.timed.output} (retried: the profile has retries: 2)")
         summary = directory / "work/shards/summary.json"
         if not summary.is_file():
             print(f"  target `shard` NOT complete: {summary} missing (exit status {run.timed.returncode})")
-        if shard_runs > distinct:
-            print(f"  {shard_runs - distinct} shard jobs ran more than once")
+        if any(times > 1 for times in written.values()) or len(written) != shards:
+            print(f"  shards not written exactly once: {dict(written)}")
 
 
 # --- start-up ----------------------------------------------------------------------------------------
@@ -560,7 +494,7 @@ def startup(args, work: Path) -> None:
             "--snakefile",
             str(ROOT / "Snakefile"),
             "--target-jobs",
-            "shard_one:index=000000",
+            "shard_one:job=000000",
             "--allowed-rules",
             "shard_one",
             "--cores",
@@ -635,7 +569,7 @@ def main() -> None:
     parser.add_argument("--cprofile-shards", type=int, default=1000, help="on this many shards")
     parser.add_argument("--count-shards", type=int, default=1000)
     parser.add_argument("--real-shards", type=int, default=12)
-    parser.add_argument("--real-group", type=int, default=5, help="shard=K for the real grouped runs")
+    parser.add_argument("--real-per-job", type=int, default=5, help="shards_per_job of the real runs")
     parser.add_argument("--real-timeout", type=float, default=900)
     parser.add_argument("--predict-timeout", type=float, default=120, help="seconds for the dry runs of the real runs")
     parser.add_argument("--startup-repeats", type=int, default=3)
@@ -646,8 +580,8 @@ def main() -> None:
     args = parser.parse_args()
     sections = set(args.only.split(","))
     if args.quick:
-        args.shards, args.count_shards, args.real_shards, args.real_group = "10,100", 100, 6, 3
-        args.plan_timeout = min(args.plan_timeout, 120)  # a grouped dry run of a resumed DAG may never end
+        args.shards, args.count_shards, args.real_shards, args.real_per_job = "10,100", 100, 6, 3
+        args.plan_timeout = min(args.plan_timeout, 120)
         sections.discard("demo")
     args.shards = [int(value) for value in args.shards.split(",")]
     args.profiles = args.profiles.split(",")

@@ -22,6 +22,7 @@ from pipeline.config.hashing import stage_hash
 from pipeline.config.jobs import job_count, job_shards, shards_per_job
 from pipeline.errors import UserFacingError
 from pipeline.layout import layout_of
+from pipeline.shards.records import Plan
 from pipeline.utils.atomic import write_json_atomic
 
 JOB_RECORD_FORMAT = "pipeline-job-record"
@@ -42,18 +43,18 @@ def shards_of_job(experiment: Experiment, stage: str, job: int, shard_count: int
 
 
 def run_job(
-    experiment: Experiment,
-    stage: str,
-    job: int,
-    shard_count: int,
-    run_shards: Callable[[Sequence[int]], Sequence[Any]],
+    experiment: Experiment, stage: str, job: int, run_shards: Callable[[Plan, Sequence[int]], Sequence[Any]]
 ) -> tuple[Path, list[Any]]:
-    """Run `run_shards` (the stage's work on a list of plan indices, returning one dataclass result per
-    shard) on job `job`'s shards, then write the job record. Returns the record's path and the results."""
-    shards = list(shards_of_job(experiment, stage, job, shard_count))
+    """Run `run_shards` (the stage's work on the plan and a list of its indices, returning one dataclass
+    result per shard) on job `job`'s shards, then write the job record. Returns the record's path and
+    the results."""
+    from pipeline.shards.plan import load_plan
+
+    plan = load_plan(experiment)  # once per job: a 10,000-shard plan takes a while to read
+    shards = list(shards_of_job(experiment, stage, job, len(plan.shards)))
     record = layout_of(experiment).job_record(stage, job)
     record.unlink(missing_ok=True)  # the old record must not vouch for shards being rewritten
-    results = list(run_shards(shards))
+    results = list(run_shards(plan, shards))
     write_json_atomic(
         record,
         {

@@ -5,13 +5,15 @@ Memory and runtime grow with the attempt (`retries:` in the profile): a job kill
 is resubmitted asking for twice, three times as much. A training job resumes from its checkpoints, so a
 second attempt continues where the first stopped.
 
-A training job is one SLURM job whose processes (GPUs per node x nodes, at least one) `pipeline train
---launch` starts with `srun` itself (one task per GPU), so the job is submitted like an MPI job: `mpi`
-and the task counts tell the executor to request the tasks and not wrap the command in its own
-single-task `srun` step. That matters for one process too: SLURM's `--signal` goes to every process of
-the job's steps, and in the executor's step the Snakemake that runs the command would die of SIGUSR1
-before the training could save. GPUs are requested per node (`--gpus-per-node`), so every node gets
-the same number.
+Training with more than one process (GPUs per node x nodes) is one SLURM job whose processes `pipeline
+train --launch` starts with `srun` itself (one task per GPU), so the job is submitted like an MPI job:
+`mpi` and the task counts tell the executor to request the tasks and not wrap the command in its own
+single-task `srun` step; GPUs are requested per node (`--gpus-per-node`), so every node gets the same
+number. Such a job gets `--signal=USR1@signal_seconds`: SLURM signals the processes of its steps, the
+ranks, before the time limit. A one-process training job runs inside the executor's own step, under a
+Snakemake that SIGUSR1 would kill first, so it gets no `--signal` (the plugin refuses an MPI job of one
+task): the training loop reads the job's end time and stops `signal_seconds` before it by itself
+(pipeline/train/time_limit.py), which it does in every job.
 
 Per-shard stages (shard, pre_encode) run several shards per job, one after another
 (`resources.<stage>.shards_per_job`): job j of a stage holds the shards j*K .. j*K + K - 1 of the
@@ -81,7 +83,8 @@ def job_resources(
         "nodes": wanted.nodes,
     }
     extra = []
-    if stage in TRAINING_STAGES:
+    signal = wanted.signal_seconds
+    if stage in TRAINING_STAGES and wanted.processes > 1:
         resources["mpi"] = "srun"  # the command starts its own tasks
         if wanted.processes_per_node > 1:
             resources["tasks_per_node"] = wanted.processes_per_node
@@ -89,11 +92,13 @@ def job_resources(
             resources["tasks"] = wanted.processes
         if wanted.gpus:
             extra.append(f"--gpus-per-node={wanted.gpus}")
-    elif wanted.gpus:
-        resources["gpu"] = wanted.gpus
-    if wanted.signal_seconds:
+    else:
+        signal = signal if stage not in TRAINING_STAGES else 0  # one process: the loop watches the time itself
+        if wanted.gpus:
+            resources["gpu"] = wanted.gpus
+    if signal:
         # Without `B:` SLURM signals the job's steps (the training processes), not the batch shell.
-        extra.append(f"--signal=USR1@{wanted.signal_seconds}")
+        extra.append(f"--signal=USR1@{signal}")
     if extra:
         resources["slurm_extra"] = " ".join(extra)
     return resources

@@ -184,14 +184,8 @@ def pre_encode_job(
     experiment: Experiment, job: int, workers: int = 1, progress: bool = True
 ) -> tuple[Path, list[EncodeResult]]:
     """Job `job` of the pre_encode stage (pipeline.shard_jobs): its shards, then its record."""
-    plan = load_plan(experiment)
-    return run_job(
-        experiment,
-        "pre_encode",
-        job,
-        len(plan.shards),
-        lambda indices: pre_encode_shards(experiment, plan, indices, workers=workers, progress=progress),
-    )
+    encode = functools.partial(pre_encode_shards, experiment, workers=workers, progress=progress)
+    return run_job(experiment, "pre_encode", job, encode)
 
 
 def _limit_threads(workers: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import itertools
 import json
 import sys
@@ -89,13 +90,8 @@ def write_shard_job(
     experiment: Experiment, job: int, workers: int = 1, progress: bool = True
 ) -> tuple[Path, list[ShardResult]]:
     """Job `job` of the shard stage (pipeline.shard_jobs): its shards, then its record."""
-    plan = load_plan(experiment)
     return run_job(
-        experiment,
-        "shard",
-        job,
-        len(plan.shards),
-        lambda indices: write_shards(experiment, plan, indices, workers=workers, progress=progress),
+        experiment, "shard", job, functools.partial(write_shards, experiment, workers=workers, progress=progress)
     )
 
 

@@ -22,6 +22,7 @@ cannot be entered at an arbitrary position, so a resumed run draws a fresh crop 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,9 @@ def train_autoencoder(experiment: Experiment, progress: bool = True, max_steps: 
     training = _training_config(experiment)
     return launch(
         lambda env, device: AutoencoderFamily(experiment, training, env),
-        loop_settings(training),
+        dataclasses.replace(
+            loop_settings(training), time_limit_margin_s=experiment.resources.train_autoencoder.signal_seconds
+        ),
         experiment.seed,
         run_files(experiment),
         run_hash(experiment),

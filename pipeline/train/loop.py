@@ -33,6 +33,7 @@ from pipeline.layout import RunFiles
 from pipeline.train import distributed
 from pipeline.train.checkpoints import StopSignals, latest_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from pipeline.train.distributed import DistEnv
+from pipeline.train.time_limit import job_deadline
 
 EXIT_REQUEUE = 75  # EX_TEMPFAIL: saved on a stop signal; run the same command again to continue
 
@@ -82,6 +83,7 @@ class LoopSettings:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     tensorboard: bool = True
+    time_limit_margin_s: int = 0  # inside a SLURM job: save and stop this long before its end time (0: never)
     section: str = "train"
     divergence_hint: str = "Lower train.optimizer.lr, add warmup (train.scheduler.warmup_steps) or set train.grad_clip."
 
@@ -183,10 +185,12 @@ def train(
         total=stop, initial=state.step, desc=f"train {family.name}", unit="step", disable=not (progress and env.is_main)
     )
     started, timer_step = time.monotonic(), state.step
+    deadline = _deadline(config, env)
     with StopSignals() as signals:
         while state.step < stop:
+            reason = signals.requested or (TIME_LIMIT if deadline is not None and time.time() >= deadline else None)
             loss, parts, stopping = _optimizer_step(
-                state, step_module, batches, config, device, env, signals.requested is not None
+                state, step_module, batches, config, device, env, reason is not None
             )
             if not math.isfinite(loss):
                 _diverged(log, run, state.step + 1, f"the loss is {loss}", config)
@@ -203,7 +207,7 @@ def train(
             if stopping or state.step % config.checkpoint_every == 0 or state.step == stop:
                 _save(state, run, run_hash, config, env, log)
             if stopping:
-                result.stopped_by = signals.requested or "a stop signal on another rank"
+                result.stopped_by = reason or "a stop signal on another rank"
                 break
     bar.close()
     log.close()
@@ -212,6 +216,23 @@ def train(
         result.exported = family.export(state.ema.module if state.ema is not None else model, state.step)
     distributed.barrier()
     return result
+
+
+TIME_LIMIT = "the job's time limit"
+
+
+def _deadline(config: LoopSettings, env: DistEnv) -> float | None:
+    """When the main rank stops the run before its SLURM job's time limit (the stop flag it all-reduces
+    with the loss reaches the other ranks at the same step)."""
+    if not (env.is_main and config.time_limit_margin_s):
+        return None
+    deadline = job_deadline(config.time_limit_margin_s)
+    if deadline is not None:
+        print(
+            f"train: stopping {config.time_limit_margin_s} s before the job's time limit, at "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(deadline))}, to resume in the next job"
+        )
+    return deadline
 
 
 def launch(

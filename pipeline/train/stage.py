@@ -7,6 +7,7 @@ raising steps continues a run; any other change starts a new one beside it and t
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 from pipeline.config.experiment import Experiment
@@ -52,7 +53,7 @@ def train_stage(experiment: Experiment, progress: bool = True, max_steps: int | 
 
     return launch(
         lambda env, device: family(experiment, env, device),
-        LoopSettings.of(config),
+        dataclasses.replace(LoopSettings.of(config), time_limit_margin_s=experiment.resources.train.signal_seconds),
         experiment.seed,
         run_files(experiment),
         run_hash(experiment),

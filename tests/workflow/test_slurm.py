@@ -286,3 +286,73 @@ def test_the_requeued_training_resumes_to_the_weights_of_an_uninterrupted_run(sl
     reference = load_file(work / "train" / "model.safetensors")
     assert reference.keys() == requeued_weights.keys()
     assert all(torch.equal(reference[name], requeued_weights[name]) for name in reference)
+
+
+# A 1-minute limit and signal_seconds 50: the first attempt must stop ~10 s after it starts, the second
+# (2 minutes) ~70 s, the third (3 minutes) ~130 s. Training sized to take ~40 s by a measurement on this
+# shared machine is stopped at least once and done by the third attempt even when the measurement is
+# off by a factor of 4 either way.
+TIME_LIMITED_SECONDS = 40
+SIGNAL_SECONDS = 50
+MEASURE_STEPS = 60
+
+
+def test_a_training_job_past_its_time_limit_saves_and_its_retry_resumes_to_the_uninterrupted_weights(slurm_run):
+    """One training process, a 1-minute limit, signal_seconds 50: the loop reads the job's end time,
+    saves and exits 75 50 s before it, Snakemake submits the next attempt (retries, twice the time),
+    which resumes from the checkpoint. (A one-process job gets no --signal: in the executor's srun step
+    SIGUSR1 would kill the Snakemake running the training first.) The reference, trained straight through
+    in this process from a copy of the stores, runs while the SLURM job does (one CPU each)."""
+    from safetensors.torch import load_file
+
+    from pipeline.train.stage import run_files, train_stage
+
+    work, experiment = slurm_run["work"], slurm_run["experiment"]
+    base = slurm_run["directory"] / "time_limit"
+    reference_work = base / "work"
+    shutil.copytree(work, reference_work, symlinks=True, ignore=shutil.ignore_patterns("train", "samples"))
+    # A new run (its own run hash: train.steps alone would continue the module's run), one process.
+    one_process = ["train.optimizer.lr=0.0011", "resources.train.gpus=0", "resources.train.cpus=1"]
+
+    def reference_experiment(steps: int) -> object:
+        overrides = [f"paths.work_dir={reference_work}", f"train.steps={steps}", *one_process]
+        overrides.append("resources.train.signal_seconds=0")
+        overrides += [f"train.checkpoint_every={max(steps // 4, 1)}", f"train.eval_every={steps}"]
+        return load_experiment(experiment, overrides)
+
+    started = time.monotonic()
+    train_stage(reference_experiment(MEASURE_STEPS), progress=False)
+    rate = MEASURE_STEPS / (time.monotonic() - started)
+    steps = max(200, int(rate * TIME_LIMITED_SECONDS) // 100 * 100)
+
+    limited = [f"train.steps={steps}", f"train.checkpoint_every={steps // 4}", f"train.eval_every={steps}"]
+    limited += [*one_process, "resources.train.runtime=1", f"resources.train.signal_seconds={SIGNAL_SECONDS}"]
+    command = _snakemake("train", experiment=experiment, slurm_logs=slurm_run["slurm_logs"])
+    after_experiment = command.index(f"experiment={experiment}") + 1
+    command.insert(after_experiment, f"overrides={json.dumps(limited)}")
+    with subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as job:
+        output_lines: list[str] = []
+        reader = threading.Thread(target=lambda: output_lines.extend(job.stdout), daemon=True)
+        reader.start()
+        reference = reference_experiment(steps)
+        shutil.rmtree(reference_work / "train", ignore_errors=True)
+        assert train_stage(reference, progress=False).step == steps
+        job.wait(timeout=1200)
+        reader.join(timeout=30)
+    output = "".join(output_lines)
+    assert job.returncode == 0, output[-6000:]
+
+    attempts = [slurm_id for _, slurm_id, log in SUBMITTED.findall(output) if "rule_train_model" in log]
+    assert len(attempts) >= 2, output[-6000:]  # stopped by the limit at least once, then resubmitted
+    first = scontrol_job(attempts[0])
+    assert re.search(r"TimeLimit=00:01:00", first) and re.search(r"NumTasks=1\b", first), first
+    first_log = next(Path(log) for _, slurm_id, log in SUBMITTED.findall(output) if slurm_id == attempts[0])
+    assert "exit status 75" in first_log.read_text()  # saved and stopped before the limit, not killed
+    last_log = (work / "logs" / "train.log").read_text()
+    assert "resuming run" in last_log and f"stopping {SIGNAL_SECONDS} s before the job's time limit" in last_log
+    run = run_files(load_experiment(experiment, limited))
+    assert json.loads(run.metrics.read_text().splitlines()[-1])["step"] == steps
+    limited_weights = load_file(work / "train" / "model.safetensors")
+    reference_weights = load_file(reference_work / "train" / "model.safetensors")
+    assert limited_weights.keys() == reference_weights.keys()
+    assert all(torch.equal(limited_weights[name], reference_weights[name]) for name in limited_weights)
