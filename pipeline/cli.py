@@ -291,6 +291,8 @@ def _sample_settings(experiment, args: argparse.Namespace):
             conditioning[name] = yaml.safe_load(value)
         except yaml.YAMLError as error:
             raise UserFacingError(f"--set {item}: the value is not YAML ({error.__class__.__name__})") from None
+    if args.prompt is not None:
+        conditioning[_prompt_conditioner(experiment)] = args.prompt
     try:
         return type(experiment.sample).model_validate(
             {**experiment.sample.model_dump(), **changes, "conditioning": conditioning}
@@ -300,6 +302,18 @@ def _sample_settings(experiment, args: argparse.Namespace):
             f"sample.{'.'.join(map(str, problem['loc']))}: {problem['msg']}" for problem in error.errors()
         )
         raise UserFacingError(problems) from None
+
+
+def _prompt_conditioner(experiment) -> str:
+    """The id of the model's one text conditioner, which `--prompt` sets."""
+    from pipeline.errors import UserFacingError
+
+    model = experiment.train.model if experiment.train is not None else None
+    ids = [c.id for c in getattr(model, "conditioners", ()) if c.type == "t5"]
+    if len(ids) != 1:
+        found = "no text (t5) conditioner" if not ids else f"several text conditioners ({', '.join(ids)})"
+        raise UserFacingError(f"--prompt: train.model has {found}; give values with --set ID=VALUE")
+    return ids[0]
 
 
 def cmd_pre_encode(args: argparse.Namespace) -> int:
@@ -520,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--set", action="append", metavar="ID=VALUE", help="a conditioner's value, e.g. --set label=piano (repeatable)"
     )
+    sample.add_argument("--prompt", help="the text prompt of the model's t5 conditioner (same as --set ID=TEXT)")
     sample.add_argument("--quiet", action="store_true", help="no progress bar")
     pre = command("pre-encode", cmd_pre_encode, "encode shard tars into HDF5 latent stores (skips up-to-date ones)")
     _add_experiment_arguments(pre)

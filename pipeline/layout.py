@@ -162,6 +162,10 @@ class Layout:
     def index(self) -> Path:
         return self.latents_dir / "index.h5"
 
+    def prompt_embeddings(self, conditioner_id: str) -> Path:
+        """A text conditioner's pre-computed prompt embeddings (`pipeline/latents/prompts.py`)."""
+        return self.latents_dir / "prompts" / f"{conditioner_id}.h5"
+
     # --- training and sampling -------------------------------------------------------------------
     @property
     def train_dir(self) -> Path:

@@ -28,7 +28,9 @@ from pipeline.errors import UserFacingError
 from pipeline.latents.dataset import ItemTable, LatentCrops, RankBatches, eval_batches, make_loader, split_holdout
 from pipeline.latents.provenance import check_training_stores
 from pipeline.layout import layout_of
+from pipeline.models.t5 import TextEmbeddings
 from pipeline.train.distributed import DistEnv
+from pipeline.train.prompts import embedding_keys
 from pipeline.utils.atomic import atomic_path, write_json_atomic
 
 EVAL_SEED_OFFSET = 0x6576616C  # "eval": held-out draws never coincide with training draws
@@ -178,13 +180,17 @@ def metadata_fields(config: Any) -> dict[str, str]:
     return fields
 
 
-def conditioning_values(model: Any, batch: dict[str, Any]) -> dict[str, list]:
+def conditioning_values(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
     """The conditioners' raw values for the batch, by conditioner id (by field, a conditioner whose id
     is another's field would read that field): crop timing for seconds_*, else item metadata."""
-    values = {}
+    values: dict[str, Any] = {}
     for conditioner in model.config.conditioners:
         field = conditioner.source_field
-        values[conditioner.id] = batch[field].tolist() if field in CROP_FIELDS else batch["metadata"][field]
+        tokens_key, mask_key = embedding_keys(conditioner.id)
+        if tokens_key in batch:  # pre-computed prompt embeddings (train/prompts.py)
+            values[conditioner.id] = TextEmbeddings(batch[tokens_key], batch[mask_key])
+        else:
+            values[conditioner.id] = batch[field].tolist() if field in CROP_FIELDS else batch["metadata"][field]
     return values
 
 

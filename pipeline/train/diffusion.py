@@ -15,6 +15,7 @@ from torch import nn
 
 from pipeline.config.registry import build
 from pipeline.latents.dataset import collate, item_rng
+from pipeline.latents.prompts import PromptLookup
 from pipeline.models.diffusion.checkpoints import load_diffusion_weights
 from pipeline.models.diffusion.model import DiffusionModel, LossDraws
 from pipeline.models.diffusion.objectives import timesteps_from
@@ -28,6 +29,7 @@ from pipeline.train.crops import (
     metadata_fields,
     to_device,
 )
+from pipeline.train.prompts import embedding_keys, prompt_lookups
 
 __all__ = [  # the shared helpers tests and benchmarks reach through this module
     "CROP_FIELDS",
@@ -48,6 +50,11 @@ class DiffusionFamily(CropsFamily):
     name = "diffusion"
     discrete = False
 
+    def __init__(self, experiment: Any, env: Any, device: torch.device):
+        super().__init__(experiment, env, device)
+        # Text conditioners with `precompute: true` read their prompts' embeddings from a store.
+        self.prompt_lookups = prompt_lookups(experiment, self.stores.table, env.is_main, device)
+
     def build(self) -> DiffusionModel:
         """The model, with `train.init_from`'s weights when set (a fine-tune: the loop starts a fresh
         optimizer at step 0; a resumed run then replaces them with its checkpoint's)."""
@@ -63,7 +70,8 @@ class DiffusionFamily(CropsFamily):
         return DiffusionStep(model)
 
     def collate(self, seed: int, training: bool) -> Drawer:
-        return Drawer(seed, self.config.timestep_sampler, self.config.cfg_dropout if training else 0.0)
+        dropout = self.config.cfg_dropout if training else 0.0
+        return Drawer(seed, self.config.timestep_sampler, dropout, self.prompt_lookups)
 
     def model_facts(self) -> dict[str, Any]:
         stats = self.stores.stats
@@ -89,10 +97,18 @@ class DiffusionStep(nn.Module):
 
 class Drawer:
     """A collate_fn: the dataset's batch plus each item's noise, timestep and CFG keep flag, drawn from
-    (seed, epoch, item) alone. Picklable, so it runs in the DataLoader workers."""
+    (seed, epoch, item) alone, and the pre-computed prompt embeddings of the conditioners in
+    `prompts` ({id: (metadata field, PromptLookup)}). Picklable, so it runs in the DataLoader workers."""
 
-    def __init__(self, seed: int, timestep_sampler: str, cfg_dropout: float):
+    def __init__(
+        self,
+        seed: int,
+        timestep_sampler: str,
+        cfg_dropout: float,
+        prompts: dict[str, tuple[str, PromptLookup]] | None = None,
+    ):
         self.seed, self.timestep_sampler, self.cfg_dropout = seed, timestep_sampler, cfg_dropout
+        self.prompts = dict(prompts or {})
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = collate(examples)
@@ -109,4 +125,8 @@ class Drawer:
         batch["noise"] = torch.from_numpy(np.stack(noise))
         batch["t"] = t.to(torch.float32)
         batch["keep"] = torch.tensor(dropout, dtype=as64) >= self.cfg_dropout
+        for conditioner_id, (field, lookup) in self.prompts.items():
+            tokens, mask = lookup(batch["metadata"][field])
+            tokens_key, mask_key = embedding_keys(conditioner_id)
+            batch[tokens_key], batch[mask_key] = torch.from_numpy(tokens), torch.from_numpy(mask)
         return as_numpy(batch, SMALL_TENSORS)
