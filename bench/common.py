@@ -44,3 +44,26 @@ def sharded_demo(
         stage_hash(experiment, "train_autoencoder"),
     )
     return experiment
+
+
+def write_t5(directory: Path, texts: list[str], d_model: int, layers: int, heads: int, d_ff: int) -> Path:
+    """A randomly initialised T5 encoder of this geometry and a tokenizer over the words of `texts`,
+    saved as a local T5 directory (save_pretrained), built offline: what a t5 conditioner loads."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import T5Config, T5EncoderModel, T5TokenizerFast
+
+    words = sorted({word for text in texts for word in text.split()})
+    pieces = ["<pad>", "</s>", "<unk>", *(f"\u2581{word}" for word in words)]
+    tokenizer = Tokenizer(models.Unigram([(piece, -1.0) for piece in pieces], unk_id=2))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    fast = T5TokenizerFast(
+        tokenizer_object=tokenizer, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", extra_ids=0
+    )
+    fast.save_pretrained(str(directory))
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=len(pieces), d_model=d_model, d_kv=d_model // heads, d_ff=d_ff, num_layers=layers, num_heads=heads
+    )
+    T5EncoderModel(config).save_pretrained(str(directory))
+    return directory

@@ -44,6 +44,14 @@ and sampling: the demo LM's `generate` (its sample settings: top-k, CFG) of --lm
 batch of 1, with the key/value cache and without (each step recomputes the whole prefix), in
 --lm-sample-repeats rounds; positions/s = the pattern's sequence length / seconds.
 
+text (the demo DiT with a `t5` prompt conditioner on the items' `caption` field, cross-attended before
+the demo's label and timing; a random-init T5 encoder built by the bench: t5-base's geometry on CUDA,
+--text-d-model/--text-layers on CPU; max_length --text-max-length), in --repeats rounds of --steps
+steps, both from batches pre-read into memory by the family's own loader (the same items and draws):
+  precomputed  `precompute: true`: the prompts' embeddings come from latents/prompts/prompt.h5
+  t5 per step  the frozen encoder runs on the batch's captions every step
+plus the one-off cost of writing the store (DiffusionFamily's start with and without precompute).
+
 On CPU, torch computes with the threads `pipeline train` gives the demo (resources.train.cpus less
 train.data.num_workers: 2 - 1 = 1 thread) in every variant; --threads changes it. With torch's
 default of one thread per core, a worker or any other process on the machine takes a core from
@@ -76,11 +84,12 @@ from pipeline.config.training import TrainConfig
 from pipeline.encode.pre_encode import pre_encode_all
 from pipeline.latents.dataset import normalise
 from pipeline.latents.index import build_index
-from pipeline.layout import RunFiles
+from pipeline.layout import RunFiles, layout_of
 from pipeline.models.autoencoder.config import AutoencoderModelConfig
 from pipeline.models.autoencoder.model import Autoencoder
 from pipeline.models.diffusion.diffusion_config import DiffusionModelConfig
 from pipeline.models.lm import patterns
+from pipeline.models.t5 import load_text_encoder
 from pipeline.shards.reader import read_items, shard_tars
 from pipeline.train.crops import CropsFamily
 from pipeline.train.diffusion import DiffusionFamily, DiffusionStep
@@ -96,6 +105,7 @@ from pipeline.train.loop import (
     make_ema,
     make_optimizer_and_scheduler,
 )
+from pipeline.train.prompts import prompts_of
 from pipeline.utils.devices import pick_device
 
 # Stable Audio Open 1.0 (model_configs/txt2audio/stable_audio_open_1_0.json): its VAE pretransform, its
@@ -529,6 +539,97 @@ def bench_sao(work: Path, device: torch.device, args: argparse.Namespace) -> dic
     }
 
 
+# --- the demo DiT with a text prompt ---------------------------------------------------------------------
+def text_experiment(work: Path, args: argparse.Namespace, t5: Path, precompute: bool) -> Experiment:
+    prompt = {
+        "type": "t5",
+        "id": "prompt",
+        "field": "caption",
+        "model_dir": str(t5),
+        "max_length": args.text_max_length,
+        "dtype": "float16" if args.device == "cuda" else "float32",
+        "precompute": precompute,
+    }
+    demo = load_experiment(work / "bench.yaml").train.model
+    conditioners = [prompt, *(c.model_dump(mode="json") for c in demo.conditioners)]
+    overrides = [
+        f"pre_encode.device={args.device}",
+        f"train.device={args.device}",
+        f"train.model.conditioners={json.dumps(conditioners)}",
+        f"train.model.cross_attention_cond_ids={json.dumps(['prompt', *demo.cross_attention_cond_ids])}",
+    ]
+    return load_experiment(work / "bench.yaml", overrides)
+
+
+def bench_text(work: Path, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
+    from common import write_t5
+
+    captions = [json.loads(p.read_text()).get("caption", "") for p in (work / "audio").rglob("*.json")]
+    heads = max(1, args.text_d_model // 64)
+    t5 = write_t5(work / "t5", captions, args.text_d_model, args.text_layers, heads, 4 * args.text_d_model)
+    experiments = {p: text_experiment(work, args, t5, p) for p in (True, False)}
+    config = experiments[True].train
+    assert config is not None
+    started = {}
+    families = {}
+    for precompute in (False, True):  # the store is written when the precompute family starts
+        begin = time.perf_counter()
+        families[precompute] = DiffusionFamily(experiments[precompute], DistEnv(), device)
+        started[precompute] = time.perf_counter() - begin
+    store = layout_of(experiments[True]).prompt_embeddings("prompt")
+    steps, repeats = args.steps, args.repeats
+    count = 1 + WARM_UP_STEPS + repeats * steps
+    memory = {}
+    for precompute, family in families.items():
+        reader = family.batches(0, device)
+        memory[precompute] = list(itertools.islice(reader, count))
+        reader.close()
+    torch.manual_seed(experiments[True].seed)
+    trainer = Trainer(families[True].build(), config, device, RunFiles(work / "runs/text"))
+    start = {-1: 1, **{r: 1 + WARM_UP_STEPS + r * steps for r in range(repeats)}}
+
+    def run(precompute: bool) -> Run:
+        return lambda r, n: timed(lambda: trainer.steps(memory[precompute][start[r] :], n), device)
+
+    runs: dict[str, Run] = {"precomputed": run(True), "t5 per step": run(False)}
+    interleaved(runs, [-1], WARM_UP_STEPS)  # the encoder loads here (first use), untimed
+    seconds = interleaved(runs, range(repeats), steps)
+    return {
+        "t5_d_model": args.text_d_model,
+        "t5_layers": args.text_layers,
+        "t5_max_length": args.text_max_length,
+        "t5_parameters": sum(p.numel() for p in load_text_encoder_for(families[False]).parameters()),
+        "prompts": len(prompts_of(families[True].stores.table, "caption")),
+        "store_bytes": store.stat().st_size,
+        "family_start_seconds": {"precompute": started[True], "no precompute": started[False]},
+        "batch_size": config.batch_size,
+        "parameters": trainer.parameters,
+        "steps_per_round": steps,
+        "seconds": seconds,
+    }
+
+
+def load_text_encoder_for(family: DiffusionFamily) -> torch.nn.Module:
+    conditioner = family.config.conditioners[0]
+    return load_text_encoder(Path(conditioner.model_dir), conditioner.dtype, family.device)[1]
+
+
+def report_text(text: dict[str, Any]) -> dict[str, float]:
+    n, s = text["steps_per_round"], text["seconds"]
+    print(
+        f"\ntext: T5 encoder {text['t5_parameters']:,} parameters (d_model {text['t5_d_model']}, "
+        f"{text['t5_layers']} blocks, {text['t5_max_length']} tokens), demo DiT {text['parameters']:,}, "
+        f"batch {text['batch_size']}; {text['prompts']} distinct captions, store {text['store_bytes'] / 1e6:.2f} MB, "
+        f"written in {text['family_start_seconds']['precompute'] - text['family_start_seconds']['no precompute']:.2f} s"
+    )
+    print(f"{'':12s} {'steps/s':>9s}   per round")
+    for name in s:
+        print(f"{name:12s} {n / statistics.median(s[name]):9.3f}   {', '.join(f'{v:.3f}' for v in rates(s[name], n))}")
+    ratio = paired(s["t5 per step"], s["precomputed"])
+    print(f"precomputed / t5 per step (steps/s, median of per-round ratios): {ratio:.2f}")
+    return {"text_precomputed_over_t5": ratio}
+
+
 # --- report -------------------------------------------------------------------------------------------
 def rates(seconds: list[float], count: int) -> list[float]:
     return [count / s for s in seconds]
@@ -619,6 +720,12 @@ def main() -> None:
     parser.add_argument("--no-sao", action="store_true", help="skip the SAO geometry")
     parser.add_argument("--no-demo", action="store_true", help="skip the demo DiT (and SAO): the LM only")
     parser.add_argument("--no-lm", action="store_true", help="skip the discrete demo's LM")
+    parser.add_argument("--no-text", action="store_true", help="skip the text-conditioned demo DiT")
+    parser.add_argument("--text-d-model", type=int, help="T5 width (t5-base: 768, the default on CUDA; 256 on CPU)")
+    parser.add_argument(
+        "--text-layers", type=int, help="T5 encoder blocks (t5-base: 12, the default on CUDA; 2 on CPU)"
+    )
+    parser.add_argument("--text-max-length", type=int, default=128, help="prompt tokens (SAO: 128)")
     parser.add_argument("--lm-frames", type=int, default=250, help="frames the LM samples (2 s of the demo)")
     parser.add_argument("--lm-sample-repeats", type=int, default=3, help="LM sampling rounds")
     parser.add_argument(
@@ -639,6 +746,8 @@ def main() -> None:
     args.sao_batch = args.sao_batch or (4 if cuda else 1)
     args.sao_frames = args.sao_frames or (256 if cuda else 32)
     args.workers = [int(k) for k in args.workers.split(",")]
+    args.text_d_model = args.text_d_model or (768 if cuda else 256)
+    args.text_layers = args.text_layers or (12 if cuda else 2)
 
     phases: dict[str, tuple[float, float]] = {}
     started = time.perf_counter()
@@ -650,7 +759,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as temporary:
         work = args.work or Path(temporary)
-        demo = sao = lm = None
+        demo = sao = lm = text = None
         if not args.no_demo:
             experiment = setup(work, args.seconds, args.device)
             set_threads(args, experiment, cuda)
@@ -660,6 +769,9 @@ def main() -> None:
             sao = None if args.no_sao else bench_sao(work, device, args)
             if sao is not None:
                 phase("sao")
+            text = None if args.no_text else bench_text(work, device, args)
+            if text is not None:
+                phase("text")
         if not args.no_lm:
             experiment = setup_lm(work / "lm", args.seconds, args.device)
             set_threads(args, experiment, cuda)
@@ -674,12 +786,15 @@ def main() -> None:
         summary = {}
     if lm is not None:
         summary.update(report_lm(lm))
+    if text is not None:
+        summary.update(report_text(text))
     if args.json:
         document = {
             "args": {k: str(v) for k, v in vars(args).items()},
             "demo": demo,
             "sao": sao,
             "lm": lm,
+            "text": text,
             "summary": summary,
         }
         args.json.write_text(json.dumps(document, indent=2))
