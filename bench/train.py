@@ -5,7 +5,8 @@ latents against encoding on the fly, and a checkpoint's share of the wall time.
 
     .venv/bin/python bench/train.py [--quick] [--device cpu|cuda|auto] [--seconds 180] [--repeats 12]
         [--steps 10] [--workers 0,1,2] [--sao-depth D] [--sao-batch B] [--sao-frames F] [--sao-steps 2]
-        [--sao-repeats 3] [--no-sao] [--threads N] [--work DIR] [--json OUT]
+        [--sao-repeats 3] [--no-sao] [--no-text] [--text-d-model N] [--text-layers N] [--text-max-length L]
+        [--threads N] [--work DIR] [--json OUT]
 
 Sets up the demo experiment on generated audio (plan, shards, random-init autoencoder weights,
 pre_encode_all, build_index: good enough for throughput, meaningless latents). Every training step
