@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint format schema clean
+.PHONY: setup demo demo-lm test lint format schema clean
 
 setup: $(STAMP)
 
@@ -14,11 +14,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,text]'
 	touch $@
 
-# The main job on the bundled demo experiment (grows into the whole pipeline as stages land).
+# The main job: the whole pipeline on the bundled demo experiment, from generated audio to sampled WAVs.
+DEMO_EXPERIMENT ?= configs/experiments/demo.yaml
 demo: setup
 	$(BIN)/pipeline demo-data data/demo
-	$(BIN)/pipeline validate configs/experiments/demo.yaml
-	$(BIN)/snakemake --profile profiles/local --config experiment=configs/experiments/demo.yaml
+	$(BIN)/pipeline validate $(DEMO_EXPERIMENT)
+	$(BIN)/snakemake --profile profiles/local --config experiment=$(DEMO_EXPERIMENT)
+
+# The same workflow on the discrete demo: an rvq autoencoder and a language model over its codes.
+demo-lm:
+	$(MAKE) demo DEMO_EXPERIMENT=configs/experiments/demo_lm.yaml
 
 # Lint first (seconds), then the suite: what CI runs (.ci/run).
 test: lint

@@ -11,7 +11,7 @@ from pipeline.config.jobs import job_count, job_resources, job_shards, shards_pe
 from pipeline.layout import layout_of
 
 # Relative to where Snakemake runs; the default is the bundled demo of this checkout.
-REPOSITORY = Path(workflow.main_snakefile).parent
+REPOSITORY = Path(workflow.main_snakefile).absolute().parent
 DEFAULT_EXPERIMENT = REPOSITORY / "configs" / "experiments" / "demo.yaml"
 EXPERIMENT_FILE = str(config.get("experiment", DEFAULT_EXPERIMENT))
 OVERRIDES = [str(item) for item in config.get("overrides", [])]
@@ -23,6 +23,17 @@ except ConfigError as error:
 
 LAYOUT = layout_of(EXPERIMENT)  # every path under work_dir
 HASHES = stage_hashes(EXPERIMENT)
+
+# Snakemake keeps what decides a rerun (the params, code and input checksums each output was made with)
+# and its locks in .snakemake/ of its working directory. That is the experiment's work_dir, so the
+# records go with the experiment whichever directory snakemake is started from (a changed stage hash
+# reruns the stage from anywhere), and two experiments can run side by side. Jobs still run in the
+# directory snakemake was started from (LAUNCH_DIR, see shell.prefix), where the experiment file and its
+# relative paths were resolved; the SLURM plugin starts its jobs there too (and keeps its logs there).
+LAUNCH_DIR = os.getcwd()
+
+
+workdir: str(LAYOUT.work_dir)
 
 
 # Every job's shell starts with two bash arrays: PIPELINE, the interpreter that runs Snakemake with
@@ -38,13 +49,18 @@ IN_CONDA_ENVS = DeploymentMethod.CONDA in workflow.deployment_settings.deploymen
 INTERPRETER = "python" if IN_CONDA_ENVS else sys.executable
 
 
+def _quoted(text):
+    """A shell word for `text`, with the braces of Snakemake's format strings escaped."""
+    return shlex.quote(text).replace("{", "{{").replace("}", "}}")
+
+
 def _shell_array(words):
-    quoted = shlex.join(words).replace("{", "{{").replace("}", "}}")
-    return f"({quoted})"
+    return "(" + " ".join(_quoted(word) for word in words) + ")"
 
 
 shell.prefix(
     "set -euo pipefail; "
+    f"cd {_quoted(LAUNCH_DIR)}; "
     f"PIPELINE={_shell_array([INTERPRETER, '-m', 'pipeline'])}; "
     f"EXPERIMENT={_shell_array([EXPERIMENT_FILE, *OVERRIDES])}; "
 )
