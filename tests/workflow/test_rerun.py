@@ -275,9 +275,7 @@ def test_the_experiment_edited_at_another_path_with_runtime_only_changes_reruns_
         assert workflow.plan(experiment=copy).jobs == Counter()
 
 
-def test_the_records_that_trigger_reruns_go_with_the_experiment_not_the_directory_snakemake_runs_in(
-    workflow, tmp_path
-):
+def test_the_records_that_trigger_reruns_go_with_the_experiment_not_the_directory_snakemake_runs_in(workflow, tmp_path):
     """Snakemake's working directory is the experiment's work_dir (common.smk), so its records of params
     and checksums are in <work_dir>/.snakemake: from any directory a changed stage hash reruns the stage
     (the installed profile lets users start snakemake anywhere), and nothing is recorded where it ran."""
