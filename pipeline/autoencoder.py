@@ -27,6 +27,8 @@ def weights_path(experiment: Experiment) -> Path:
     configured = experiment.autoencoder
     if configured is None:
         raise UserFacingError(f"experiment '{experiment.name}' has no autoencoder section")
+    if configured.model.weights_file is not None:  # a codec's own directory
+        return configured.model.weights_file
     return layout_of(experiment).autoencoder_weights_for(configured.checkpoint)
 
 
@@ -41,7 +43,7 @@ def check_weights_belong(experiment: Experiment) -> Path:
     if not path.is_file():
         hint = "" if configured.checkpoint else " (run the train_autoencoder stage first)"
         raise UserFacingError(f"autoencoder weights not found: {path}{hint}")
-    if configured.checkpoint is None:
+    if configured.checkpoint is None and configured.model.trainable:
         recorded = (read_saved_description(path) or {}).get("stage_hash")
         wanted = stage_hash(experiment, "train_autoencoder")
         if recorded != wanted:

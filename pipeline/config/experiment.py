@@ -72,14 +72,7 @@ class Experiment(StrictModel):
         if self.autoencoder is None:
             return self
         model, channels, rate = self.autoencoder.model, self.data.channels, self.data.sample_rate
-        problems = [
-            (("autoencoder", "model", part, field), f"must equal data.channels ({channels}), got {value}")
-            for part, field, value in (
-                ("encoder", "in_channels", model.encoder.in_channels),
-                ("decoder", "out_channels", model.decoder.out_channels),
-            )
-            if value != channels
-        ]
+        problems = [(("autoencoder", "model", *loc), message) for loc, message in model.data_problems(channels, rate)]
         if self.autoencoder.sample_rate is not None and self.autoencoder.sample_rate != rate:
             problems.append(
                 (

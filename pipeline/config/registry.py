@@ -37,6 +37,7 @@ from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from pipeline.config.base import ComponentConfig
+from pipeline.config.imported import from_hydra
 
 # Modules imported before the experiment model is built, and packages whose `*_config` modules
 # (recursively) are. Config modules are leaves: they import pipeline.config.base/registry and other
@@ -155,8 +156,10 @@ def component_union(kind: str) -> Any:
     if len(configs) == 1:
         # A one-member union cannot carry a discriminator; require `type` as the union would (and as the
         # JSON Schema does), so a file stays valid when a second component of the kind registers.
-        return Annotated[configs[0], BeforeValidator(_require_type_key)]
-    return Annotated[Union[tuple(configs)], Field(discriminator="type")]  # noqa: UP007 (X | Y cannot unpack)
+        return Annotated[configs[0], BeforeValidator(_require_type_key), BeforeValidator(from_hydra)]
+    union = Annotated[Union[tuple(configs)], Field(discriminator="type")]  # noqa: UP007 (X | Y cannot unpack)
+    # `{_target_: pkg.mod.Class, ...}` (Hydra's way) is `{type: import, ...}`, before the tag is read.
+    return Annotated[union, BeforeValidator(from_hydra)]
 
 
 def _require_type_key(value: Any) -> Any:

@@ -13,7 +13,7 @@ from pipeline.config.base import StrictModel, check_fields
 from pipeline.config.registry import component_union, discover
 from pipeline.config.stages import RUNTIME_ONLY, STAGES
 from pipeline.config.types import ByteSize, ResolvedPath
-from pipeline.models.autoencoder.config import AutoencoderModelConfig
+from pipeline.models.autoencoder.config import AutoencoderModel
 
 discover()  # registered configs must exist before the unions below are built (imports no component)
 
@@ -162,7 +162,9 @@ class AutoencoderTrainingConfig(StrictModel):
 class AutoencoderConfig(StrictModel):
     """The frozen autoencoder: a pretrained `checkpoint`, or trained by the train_autoencoder stage."""
 
-    model: AutoencoderModelConfig
+    model: AutoencoderModel = Field(
+        description="encoder/decoder/bottleneck (+ transform), or a whole autoencoder: type import | encodec | dac"
+    )
     checkpoint: ResolvedPath | None = Field(
         None,
         description="pretrained weights: our format (.safetensors with its .json) or a stable-audio-tools "
@@ -178,8 +180,10 @@ class AutoencoderConfig(StrictModel):
 
     @model_validator(mode="after")
     def _weights_come_from_somewhere(self) -> AutoencoderConfig:
-        problems = []
-        if self.checkpoint is None and self.training is None:
+        problems = self._whole_model_problems()
+        if not self.model.trainable:
+            pass
+        elif self.checkpoint is None and self.training is None:
             problems.append(
                 (("training",), "required when autoencoder.checkpoint is not set (the stage trains the model)")
             )
@@ -197,6 +201,30 @@ class AutoencoderConfig(StrictModel):
             problems.append((("checkpoint_prefix",), "set, but autoencoder.checkpoint is not"))
         check_fields(self, problems)
         return self
+
+    def _whole_model_problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """A whole autoencoder is not trained here; a codec brings its own weights."""
+        model, problems = self.model, []
+        if not model.trainable and self.training is not None:
+            problems.append(
+                (
+                    ("training",),
+                    f"the {model.type} autoencoder is not trained here (train_autoencoder trains encoder/decoder/bottleneck models); remove `training`",
+                )
+            )
+        if model.weights_file is not None:
+            if self.checkpoint is not None:
+                problems.append(
+                    (
+                        ("checkpoint",),
+                        f"the {model.type} model's weights come from autoencoder.model.path; remove `checkpoint`",
+                    )
+                )
+        elif not model.trainable and self.checkpoint is None:
+            problems.append(
+                (("checkpoint",), f"required: the weights of the imported autoencoder {model.target}, loaded strictly")
+            )
+        return problems
 
 
 class PreEncodeConfig(StrictModel):

@@ -7,7 +7,7 @@ import typing
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 
 from pipeline.config.errors import ConfigProblem, did_you_mean, dotted
 from pipeline.config.loader import Document
@@ -77,10 +77,19 @@ def _tagged_members(annotation: Any) -> dict[str, Any]:
         return {}
     members = {}
     for arg in typing.get_args(annotation):
-        if isinstance(arg, type) and issubclass(arg, BaseModel) and "type" in arg.model_fields:
+        tag = _tag_of(arg)
+        if tag is not None:  # a member of a callable-discriminator union: Annotated[Model, Tag(name)]
+            members[tag] = typing.get_args(arg)[0]
+        elif isinstance(arg, type) and issubclass(arg, BaseModel) and "type" in arg.model_fields:
             for tag in typing.get_args(arg.model_fields["type"].annotation):
                 members[tag] = arg
     return members
+
+
+def _tag_of(member: Any) -> str | None:
+    if typing.get_origin(member) is not typing.Annotated:
+        return None
+    return next((meta.tag for meta in typing.get_args(member)[1:] if isinstance(meta, Tag)), None)
 
 
 def _step(annotation: Any, part: Any) -> Any:

@@ -209,6 +209,12 @@ def load_autoencoder(
     or a stable-audio-tools checkpoint. Returns the model in eval mode."""
     from pipeline.models.autoencoder.model import Autoencoder
 
+    if not config.trainable:  # a whole autoencoder (import, encodec, dac) loads into its own module
+        from pipeline.models.autoencoder.whole import WholeAutoencoder
+
+        whole = WholeAutoencoder(config, sample_rate)
+        whole.load_weights(Path(path), strip_prefix)
+        return whole.eval()
     description = read_saved_description(path)
     if description is not None:
         differences = config_differences(description["model"], config.model_dump(mode="json"))

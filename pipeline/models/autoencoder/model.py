@@ -31,7 +31,12 @@ class Autoencoder(nn.Module):
         self.encoder = build("encoder", config.encoder)
         self.decoder = build("decoder", config.decoder)
         self.bottleneck = build("bottleneck", config.bottleneck, dim=config.latent_dim)
+        self.transform = build("transform", config.transform) if config.transform is not None else None
         self._sample_rate = sample_rate
+        if any(part.type == "import" for part in (config.encoder, config.decoder, config.bottleneck)):
+            from pipeline.models.autoencoder.imported import check_parts
+
+            check_parts(self)  # the user's classes against what they state, before any shard is encoded
 
     # --- what later stages need to know -------------------------------------------------------
     @property
@@ -40,7 +45,8 @@ class Autoencoder(nn.Module):
 
     @property
     def io_channels(self) -> int:
-        return self.config.encoder.in_channels
+        """Audio channels."""
+        return self.config.in_channels
 
     @property
     def downsampling_ratio(self) -> int:
@@ -57,15 +63,15 @@ class Autoencoder(nn.Module):
 
     @property
     def is_discrete(self) -> bool:
-        return self.bottleneck.is_discrete
+        return self.config.is_discrete
 
     @property
     def n_codebooks(self) -> int | None:
-        return self.bottleneck.n_codebooks if self.is_discrete else None
+        return self.config.n_codebooks
 
     @property
     def codebook_size(self) -> int | None:
-        return self.bottleneck.codebook_size if self.is_discrete else None
+        return self.config.codebook_size
 
     # --- inference -----------------------------------------------------------------------------
     def encode(
@@ -83,7 +89,7 @@ class Autoencoder(nn.Module):
         if return_scale and self.config.bottleneck.type != "vae":
             raise ValueError(f"return_scale needs a vae bottleneck, this one is '{self.config.bottleneck.type}'")
         hidden = self._windowed(
-            self.encoder, self._pad_to_frames(audio), chunk_frames, overlap_frames, self.downsampling_ratio, 1
+            self.encode_hidden, self._pad_to_frames(audio), chunk_frames, overlap_frames, self.downsampling_ratio, 1
         )
         latents, info = self.bottleneck.encode(hidden, sample=False)
         if self.is_discrete:
@@ -103,17 +109,26 @@ class Autoencoder(nn.Module):
             latents = self.bottleneck.decode_codes(latents_or_codes)
         else:
             latents = self.bottleneck.decode(latents_or_codes)
-        return self._windowed(self.decoder, latents, chunk_frames, overlap_frames, 1, self.downsampling_ratio)
+        return self._windowed(self.decode_audio, latents, chunk_frames, overlap_frames, 1, self.downsampling_ratio)
 
     # --- training ------------------------------------------------------------------------------
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """Training pass: a sampled VAE latent (or quantised one), its reconstruction and the bottleneck's
         info (`kl` for a VAE, `commitment_loss` for RVQ)."""
-        latents, info = self.bottleneck.encode(self.encoder(self._pad_to_frames(audio)), sample=True)
-        reconstruction = self.decoder(latents)[..., : audio.shape[-1]]
+        latents, info = self.bottleneck.encode(self.encode_hidden(self._pad_to_frames(audio)), sample=True)
+        reconstruction = self.decode_audio(latents)[..., : audio.shape[-1]]
         return reconstruction, info
 
     # --- helpers -------------------------------------------------------------------------------
+    def encode_hidden(self, audio: torch.Tensor) -> torch.Tensor:
+        """Audio (whole latent frames) -> the encoder's output, through the transform when there is one."""
+        return self.encoder(self.transform(audio) if self.transform is not None else audio)
+
+    def decode_audio(self, latents: torch.Tensor) -> torch.Tensor:
+        """Bottleneck output -> audio, through the transform's inverse when there is one."""
+        decoded = self.decoder(latents)
+        return self.transform.inverse(decoded) if self.transform is not None else decoded
+
     def _pad_to_frames(self, audio: torch.Tensor) -> torch.Tensor:
         if audio.dim() != 3 or audio.shape[1] != self.io_channels:
             raise ValueError(f"expected audio shaped (batch, {self.io_channels}, samples), got {tuple(audio.shape)}")
