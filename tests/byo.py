@@ -139,3 +139,29 @@ def lab_env(lab: Path) -> dict[str, str]:
     """The environment of a subprocess that imports my_lab (and this repository's pipeline)."""
     paths = [str(lab), str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in paths if path)}
+
+
+def byo_experiment(directory: Path, audio: Path, model: dict, **sections: object) -> Path:
+    """<directory>/<name>.yaml: 16 kHz mono audio from `audio` with the autoencoder `model` (and
+    `sections` merged over the document), its plan and shards written."""
+    import yaml
+
+    from pipeline.config import load_experiment
+    from pipeline.shards.plan import write_plan
+    from pipeline.shards.run import write_all_shards
+
+    autoencoder = {"model": model, **sections.pop("autoencoder", {})}  # type: ignore[dict-item]
+    document = {
+        "name": "byo",
+        "paths": {"audio_dir": str(audio), "work_dir": str(directory / "work")},
+        "data": {"sample_rate": 16000, "channels": 1, "max_item_seconds": 10, "shard": {"max_items": 8}},
+        "autoencoder": autoencoder,
+        "pre_encode": {"batch_size": 3, "window_seconds": 4.0, "num_workers": 0, "device": "cpu"},
+        **sections,
+    }
+    path = directory / "byo.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    experiment = load_experiment(path)
+    write_plan(experiment)
+    write_all_shards(experiment, progress=False)
+    return path

@@ -149,3 +149,29 @@ def test_cli_reports_import_mistakes_without_traceback(write_yaml, lab):
     )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "autoencoder.model.encoder.params.strides: unknown argument of my_lab.models.Encoder" in result.stderr
+
+
+def test_stft_channel_arithmetic_is_a_cross_field_check(write_yaml, lab):
+    transform = {"type": "stft", "n_fft": 32, "hop_length": 8}
+    spectrogram = {
+        "transform": transform,
+        "encoder": {**ENCODER, "params": {"in_channels": 2, "latent_dim": 4}},
+        "decoder": {**DECODER, "params": {"out_channels": 2, "latent_dim": 4}},
+        "bottleneck": {"type": "identity"},
+    }
+    experiment = load_experiment(write_yaml("ok.yaml", _experiment(spectrogram)))
+    assert experiment.autoencoder.model.downsampling_ratio == 32 and experiment.autoencoder.model.in_channels == 1
+    waveform_encoder = {**spectrogram, "encoder": ENCODER}  # 1 input channel: the audio's, not the spectrogram's
+    problems = _problems(write_yaml, _experiment(waveform_encoder))
+    assert problems["autoencoder.model.encoder.in_channels"].startswith(
+        "must be 2 x the audio channels with the stft transform (real and imaginary parts as channels), got 1"
+    )
+    assert "must equal encoder.in_channels (1)" in problems["autoencoder.model.decoder.out_channels"]
+    stereo = _experiment(spectrogram)
+    stereo["data"]["channels"] = 2
+    problems = _problems(write_yaml, stereo)
+    assert problems["autoencoder.model.encoder.in_channels"] == (
+        "must equal 2 x data.channels (2) = 4: the stft transform gives real and imaginary parts as channels, got 2"
+    )
+    bad_hop = _problems(write_yaml, _experiment({**spectrogram, "transform": {**transform, "hop_length": 20}}))
+    assert "at most n_fft / 2 = 16 with a hann window" in bad_hop["autoencoder.model.transform.hop_length"]
