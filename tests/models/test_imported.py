@@ -61,8 +61,7 @@ def _check_stores(experiment, model, width):
             assert data.shape[1] == width
             assert file.attrs["downsampling_ratio"] == model.downsampling_ratio
             offsets, lengths = file["index/offset"][()], file["index/length"][()]
-            for item, offset, length in zip(items, offsets, lengths):
-                assert length == -(-item.audio.shape[1] // model.downsampling_ratio)
+            assert list(lengths) == [-(-item.audio.shape[1] // model.downsampling_ratio) for item in items]
             values = torch.from_numpy(data[offsets[0] : offsets[0] + lengths[0]][()].T[None])
         decoded = model.decode(values if model.is_discrete else values.float())
         assert decoded.shape == (1, 1, lengths[0] * model.downsampling_ratio)
