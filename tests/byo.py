@@ -165,3 +165,49 @@ def byo_experiment(directory: Path, audio: Path, model: dict, **sections: object
     write_plan(experiment)
     write_all_shards(experiment, progress=False)
     return path
+
+
+def write_codec(directory: Path, kind: str, seed: int = 0) -> Path:
+    """A tiny random-initialised EnCodec or DAC at 16 kHz mono (hop 8, codebooks of 16 entries),
+    saved with save_pretrained into `directory` (config.json + model.safetensors), as a user would
+    have the published one on disk."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    if kind == "encodec":
+        config = transformers.EncodecConfig(
+            sampling_rate=16000,
+            audio_channels=1,
+            num_filters=4,
+            hidden_size=8,
+            codebook_size=16,
+            upsampling_ratios=[4, 2],
+            num_lstm_layers=1,
+            target_bandwidths=[8.0, 16.0, 32.0],  # 2000 frames/s x 4 bits per codebook: 1, 2 and 4 codebooks
+        )
+        model = transformers.EncodecModel(config)
+    else:
+        config = transformers.DacConfig(
+            sampling_rate=16000,
+            encoder_hidden_size=4,
+            downsampling_ratios=[2, 4],
+            decoder_hidden_size=16,
+            upsampling_ratios=[4, 2],
+            hidden_size=8,
+            hop_length=8,
+            n_codebooks=3,
+            codebook_size=16,
+            codebook_dim=4,
+        )
+        model = transformers.DacModel(config)
+    model.save_pretrained(str(directory))
+    return directory
+
+
+LM_TRAIN = {
+    "model": {"type": "lm", "embed_dim": 32, "depth": 1, "num_heads": 1, "cond_dim": 16, "conditioners": []},
+    "data": {"crop_frames": 16, "normalise": "none", "num_workers": 0, "holdout_items": 1},
+    "steps": 2,
+    "batch_size": 2,
+}

@@ -32,15 +32,15 @@ def _transformers() -> Any:
 
 
 class _Codec(nn.Module):
-    model_class: str
-    config_class: str
+    hf_model: str
+    hf_config: str  # (not config_class: @register sets that)
 
     def __init__(self, config: Any):
         super().__init__()
         self.config = config
         transformers = _transformers()
-        hf_config = getattr(transformers, self.config_class).from_pretrained(str(config.path))
-        self.model = getattr(transformers, self.model_class)(hf_config).eval()
+        hf_config = getattr(transformers, self.hf_config).from_pretrained(str(config.path))
+        self.model = getattr(transformers, self.hf_model)(hf_config).eval()
 
     def load_weights(self, path: Path | None, prefix: str | None) -> None:
         from pipeline.models.autoencoder.checkpoints import (
@@ -68,7 +68,7 @@ class _Codec(nn.Module):
 
 @register("autoencoder", "encodec", config=EncodecCodecConfig)
 class EncodecCodec(_Codec):
-    model_class, config_class = "EncodecModel", "EncodecConfig"
+    hf_model, hf_config = "EncodecModel", "EncodecConfig"
 
     def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
         embeddings = self.model.encoder(audio)
@@ -85,7 +85,7 @@ class EncodecCodec(_Codec):
 
 @register("autoencoder", "dac", config=DacCodecConfig)
 class DacCodec(_Codec):
-    model_class, config_class = "DacModel", "DacConfig"
+    hf_model, hf_config = "DacModel", "DacConfig"
 
     def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
         latents = self.model.encoder(audio)
