@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from pipeline.config.registry import registered
 from pipeline.config.sat_diffusion import DIFFUSION_MODEL_TYPES, diffusion_train_section
+from pipeline.config.sat_imports import SAT_IMPORTS, install_hint, sat_import_block, sat_import_notes
 from pipeline.errors import UserFacingError
 from pipeline.models.autoencoder.config import AutoencoderModelConfig
 
@@ -95,9 +96,9 @@ def _import_autoencoder(
     if problems:
         raise SatImportError(f"{path}: " + "\n  ".join(problems))
     _check_repeated_values(block, model, path)
-    _validate(model, path)
+    import_notes = _validate(model, path)
     section: dict[str, Any] = {"sample_rate": sample_rate, "model": model}
-    notes: list[str] = []
+    notes: list[str] = list(import_notes) + sat_import_notes(model)
     if checkpoint is not None:
         section["checkpoint"] = checkpoint
         if checkpoint_prefix is not None:
@@ -105,7 +106,8 @@ def _import_autoencoder(
     if training is not None and checkpoint is not None:
         notes.append("training settings not carried over: with autoencoder.checkpoint set, the model is not trained")
     elif training is not None:
-        section["training"], notes = _training(training, document, sample_rate, model["bottleneck"]["type"])
+        section["training"], training_notes = _training(training, document, sample_rate, model["bottleneck"]["type"])
+        notes += training_notes
     elif checkpoint is None:
         notes.append("no training settings in the source: set autoencoder.checkpoint to the pretrained weights")
     return {
@@ -114,12 +116,26 @@ def _import_autoencoder(
     }, notes
 
 
-def _validate(model: dict[str, Any], path: Path) -> None:
+def _validate(model: dict[str, Any], path: Path) -> list[str]:
+    """Validate the converted model; a `type: import` class that is not importable here is a note (it
+    is checked when the experiment is validated where that package is installed), not a failure."""
     try:
         AutoencoderModelConfig.model_validate(model)
     except ValidationError as error:
-        problems = [f"model.{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()]
-        raise SatImportError(f"{path}: the converted config does not validate:\n  " + "\n  ".join(problems)) from None
+        notes, problems = [], []
+        for item in error.errors():
+            where = ".".join(str(part) for part in item["loc"])
+            if item["loc"][-1:] == ("target",) and "cannot import" in item["msg"]:
+                target = model[item["loc"][0]]["target"]
+                notes.append(f"{target} is not importable here: {install_hint(target)}")
+            else:
+                problems.append(f"model.{where}: {item['msg']}")
+        if problems:
+            raise SatImportError(
+                f"{path}: the converted config does not validate:\n  " + "\n  ".join(problems)
+            ) from None
+        return sorted(set(notes))
+    return []
 
 
 def _autoencoder_block(document: Any, path: Path) -> tuple[dict[str, Any], int, dict[str, Any] | None]:
@@ -148,14 +164,19 @@ def _component(part: str, entry: Any, path: Path) -> dict[str, Any]:
     kind = part
     if not isinstance(entry, dict) or "type" not in entry:
         raise SatImportError(f"{path}: model.{part} must be an object with a 'type'")
-    supported = sorted(registered(kind))
-    if entry["type"] not in supported:
-        raise SatImportError(
-            f"{path}: {part} type '{entry['type']}' is not supported yet; supported {part} types: {', '.join(supported)}"
-        )
     unknown = set(entry) - {"type", "config"} - IGNORED_COMPONENT_KEYS
     if unknown:
         raise SatImportError(f"{path}: model.{part} has keys this importer does not know: {sorted(unknown)}")
+    mapped = sat_import_block(part, entry["type"], dict(entry.get("config", {})))
+    if mapped is not None:
+        return mapped
+    supported = sorted(registered(kind))
+    if entry["type"] not in supported:
+        imported = sorted(sat for role, sat in SAT_IMPORTS if role == part)
+        raise SatImportError(
+            f"{path}: {part} type '{entry['type']}' is not supported yet; supported {part} types: {', '.join(supported)} "
+            f"(and, as type: import of stable-audio-tools' own classes, {', '.join(imported) or 'none'})"
+        )
     config = dict(entry.get("config", {}))
     if part == "bottleneck":
         config = {key: value for key, value in config.items() if key not in DERIVED_BOTTLENECK_KEYS}
@@ -164,10 +185,11 @@ def _component(part: str, entry: Any, path: Path) -> dict[str, Any]:
 
 def _check_repeated_values(block: dict[str, Any], model: dict[str, Any], path: Path) -> None:
     """stable-audio-tools types latent_dim, downsampling_ratio and io_channels a second time: they must agree."""
+    encoder = model["encoder"]
     derived = {
         "latent_dim": model["decoder"].get("latent_dim"),
-        "downsampling_ratio": math.prod(model["encoder"].get("strides", [])) or None,
-        "io_channels": model["encoder"].get("in_channels"),
+        "downsampling_ratio": encoder.get("downsampling_ratio") or math.prod(encoder.get("strides", [])) or None,
+        "io_channels": encoder.get("in_channels"),
     }
     for key, ours in derived.items():
         if key in block and ours is not None and block[key] != ours:
