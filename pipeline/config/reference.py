@@ -203,6 +203,11 @@ class _Reader:
         key = None
         for branch in branches:
             condition, then = branch.get("if", {}), branch.get("then")
+            absent = condition.get("not", {}).get("required", [])
+            if then is not None and len(absent) == 1 and key in (None, absent[0]):
+                key = absent[0]  # the member for a value without the key (autoencoder.model's encoder/decoder)
+                found.append((f"(no {key})", then))
+                continue
             conditions = condition.get("properties", {})
             if then is None or len(conditions) != 1:
                 raise SchemaReferenceError(f"{where}: an if/then that is not one `key: const` per member")
