@@ -3,6 +3,7 @@ the benchmark creates (random init: fine for throughput, meaningless latents).""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -18,7 +19,8 @@ from pipeline.models.autoencoder.model import Autoencoder
 from pipeline.shards.plan import write_plan
 from pipeline.shards.run import write_all_shards
 
-DEMO_EXPERIMENT = Path(__file__).resolve().parent.parent / "configs/experiments/demo.yaml"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_EXPERIMENT = REPO_ROOT / "configs/experiments/demo.yaml"
 DEMO_LM_EXPERIMENT = DEMO_EXPERIMENT.with_name("demo_lm.yaml")
 
 
@@ -43,6 +45,56 @@ def sharded_demo(
         layout_of(experiment).autoencoder_weights,
         stage_hash(experiment, "train_autoencoder"),
     )
+    return experiment
+
+
+# Bring-your-own autoencoders (issue 16), at the demo's 128 samples per latent frame and 16 latent dims:
+# `import`: a 2-D spectrogram VAE from the tests' lab package (stft hop 64, two frames per latent frame);
+# `encodec`: a tiny random EnCodec (hop 8, 4 codebooks) from a save_pretrained directory.
+BYO_SPECTROGRAM = {
+    "transform": {"type": "stft", "n_fft": 256, "hop_length": 64, "magnitude": "power", "exponent": 0.5},
+    "encoder": {
+        "_target_": "my_lab.models.SEANetEncoder2d",
+        "in_channels": 2,
+        "latent_dim": 32,
+        "bins": 129,
+        "width": 16,
+    },
+    "decoder": {
+        "_target_": "my_lab.models.SEANetDecoder2d",
+        "out_channels": 2,
+        "latent_dim": 16,
+        "bins": 129,
+        "width": 16,
+    },
+    "bottleneck": {"type": "vae"},
+}
+
+
+def sharded_byo(work: Path, seconds: float, kind: str, overrides: list[str]) -> Experiment:
+    """Demo audio under `work` encoded by a bring-your-own autoencoder (`import` or `encodec`, above):
+    the experiment, its plan and shards, and random weights."""
+    sys.path.insert(0, str(REPO_ROOT))  # the lab package and codec writer the tests use
+    from tests.byo import byo_experiment, write_codec, write_lab
+
+    write_demo_data(work / "audio", seed=7, total_seconds=seconds)
+    if kind == "import":
+        write_lab(work)
+        model, sections = BYO_SPECTROGRAM, {"autoencoder": {"training": {"kl_weight": 0.0}}}
+    else:
+        model, sections = (
+            {"type": "encodec", "path": str(write_codec(work / "encodec", "encodec")), "bandwidth": 32.0},
+            {},
+        )
+    path = byo_experiment(work, work / "audio", model, pre_encode={}, **sections)
+    experiment = load_experiment(path, overrides)
+    if kind == "import":
+        torch.manual_seed(0)
+        save_autoencoder(
+            Autoencoder(experiment.autoencoder.model, experiment.data.sample_rate).eval(),
+            layout_of(experiment).autoencoder_weights,
+            stage_hash(experiment, "train_autoencoder"),
+        )
     return experiment
 
 

@@ -2,6 +2,11 @@
 
     .venv/bin/python bench/pre_encode.py [--seconds 180] [--repeats 5] [--device cpu|cuda] [--autocast bf16]
         [--set KEY=VALUE ...] [--crop-frames 64] [--reads 2000] [--work DIR] [--json OUT]
+        [--autoencoder demo|import|encodec]
+
+`--autoencoder import` / `encodec`: a bring-your-own autoencoder instead of the demo's (bench/common.py
+BYO_SPECTROGRAM: a 2-D spectrogram VAE of the tests' lab package through `type: import` and the stft
+transform; or a tiny random EnCodec through transformers), on the same audio.
 
 Sets up the demo experiment on generated audio (plan, shards, and random-init autoencoder weights:
 good enough for throughput, meaningless latents), then measures, shard by shard alternating A/B and
@@ -31,7 +36,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from common import sharded_demo  # bench/ is the script's directory: on sys.path
+from common import sharded_byo, sharded_demo  # bench/ is the script's directory: on sys.path
 
 from pipeline.autoencoder import experiment_autoencoder
 from pipeline.config.experiment import Experiment
@@ -46,8 +51,11 @@ from pipeline.utils.devices import pick_device
 Crop = tuple[int, int]  # (global item row, start frame)
 
 
-def setup(work: Path, seconds: float, overrides: list[str]) -> Experiment:
-    """Demo audio, an experiment extending the demo, its plan and shards, and random-init weights."""
+def setup(work: Path, seconds: float, overrides: list[str], autoencoder: str = "demo") -> Experiment:
+    """Demo audio, an experiment extending the demo (or with a bring-your-own autoencoder), its plan
+    and shards, and random-init weights."""
+    if autoencoder != "demo":
+        return sharded_byo(work, seconds, autoencoder, overrides)
     return sharded_demo(work, seconds, "bench_pre_encode", overrides)
 
 
@@ -71,10 +79,15 @@ def crop_plan(lengths: np.ndarray, frames: int, reads: int, seed: int) -> list[C
     return [(int(row), int(rng.integers(0, max(1, int(lengths[row]) - frames + 1)))) for row in rows]
 
 
+def _values(file: h5py.File) -> h5py.Dataset:
+    """/latents, or /codes for a discrete autoencoder (EnCodec)."""
+    return file["codes"] if "codes" in file else file["latents"]
+
+
 def read_h5(paths: list[Path], crops: list[Crop], frames: int) -> None:
     """Each file opened once; item rows numbered across the files in order (as index.h5 does)."""
     files = [h5py.File(path, "r") for path in paths]
-    located = [(file["latents"], int(offset)) for file in files for offset in file["index/offset"][()]]
+    located = [(_values(file), int(offset)) for file in files for offset in file["index/offset"][()]]
     for row, start in crops:
         dataset, offset = located[row]
         dataset[offset + start : offset + start + frames]
@@ -99,7 +112,7 @@ def write_npy_layout(stores: list[Path], folder: Path) -> None:
             index = {name: file["index"][name][()] for name in ("offset", "length", "seconds_start", "seconds_total")}
             for i, metadata in enumerate(file["index/metadata_json"].asstr()[()]):
                 offset, length = int(index["offset"][i]), int(index["length"][i])
-                np.save(folder / f"{row:08d}.npy", np.ascontiguousarray(file["latents"][offset : offset + length].T))
+                np.save(folder / f"{row:08d}.npy", np.ascontiguousarray(_values(file)[offset : offset + length].T))
                 info = {
                     **json.loads(metadata),
                     "seconds_start": float(index["seconds_start"][i]),
@@ -220,12 +233,13 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=2000)
     parser.add_argument("--work", type=Path, help="work here instead of a temporary directory")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--autoencoder", choices=("demo", "import", "encodec"), default="demo", help="see above")
     args = parser.parse_args()
 
     overrides = [f"pre_encode.device={args.device}", f"pre_encode.autocast={args.autocast}", *args.set]
     with tempfile.TemporaryDirectory() as temporary:
         scratch = args.work or Path(temporary)
-        experiment = setup(scratch, args.seconds, overrides)
+        experiment = setup(scratch, args.seconds, overrides, args.autoencoder)
         encode = bench_encode(experiment, args.repeats)
         reads = bench_reads(experiment, scratch, args.crop_frames, args.reads, args.repeats)
         summary = report(encode, reads, str(pick_device(args.device)))
