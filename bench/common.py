@@ -39,13 +39,18 @@ def sharded_demo(
     experiment = load_experiment(work / "bench.yaml", overrides)
     write_plan(experiment)
     write_all_shards(experiment, progress=False)
+    save_random_weights(experiment)
+    return experiment
+
+
+def save_random_weights(experiment: Experiment) -> None:
+    """Random-init autoencoder weights (seed 0), saved where train_autoencoder would put them."""
     torch.manual_seed(0)
     save_autoencoder(
         Autoencoder(experiment.autoencoder.model, experiment.data.sample_rate).eval(),
         layout_of(experiment).autoencoder_weights,
         stage_hash(experiment, "train_autoencoder"),
     )
-    return experiment
 
 
 # Bring-your-own autoencoders (issue 16), at the demo's 128 samples per latent frame and 16 latent dims:
@@ -89,12 +94,7 @@ def sharded_byo(work: Path, seconds: float, kind: str, overrides: list[str]) -> 
     path = byo_experiment(work, work / "audio", model, pre_encode={}, **sections)
     experiment = load_experiment(path, overrides)
     if kind == "import":
-        torch.manual_seed(0)
-        save_autoencoder(
-            Autoencoder(experiment.autoencoder.model, experiment.data.sample_rate).eval(),
-            layout_of(experiment).autoencoder_weights,
-            stage_hash(experiment, "train_autoencoder"),
-        )
+        save_random_weights(experiment)
     return experiment
 
 

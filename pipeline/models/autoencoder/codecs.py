@@ -16,9 +16,7 @@ from torch import nn
 from pipeline.config.registry import register
 from pipeline.errors import UserFacingError
 from pipeline.models.autoencoder.codecs_config import DacCodecConfig, EncodecCodecConfig
-from pipeline.models.autoencoder.imported import PATH, expect_shape, probe
-
-PROBE_FRAMES = 2
+from pipeline.models.autoencoder.imported import PATH, check_whole, load_module_weights
 
 
 def _transformers() -> Any:
@@ -43,27 +41,11 @@ class _Codec(nn.Module):
         self.model = getattr(transformers, self.hf_model)(hf_config).eval()
 
     def load_weights(self, path: Path | None, prefix: str | None) -> None:
-        from pipeline.models.autoencoder.checkpoints import (
-            check_finite_weights,
-            load_strict,
-            normalise_keys,
-            read_state_dict,
-        )
-
-        weights = self.config.weights_file
-        state = normalise_keys(read_state_dict(weights), [prefix] if prefix else [])
-        load_strict(self.model, state, source=str(weights))
-        check_finite_weights(state, str(weights))
+        """The directory's model.safetensors (`path`, autoencoder.checkpoint, is unset for codecs)."""
+        load_module_weights(self.model, self.config.weights_file, prefix)
 
     def check(self, owner: Any) -> None:
-        """Two frames of zeros through encode and decode: the shapes config.json promised."""
-        config = self.config
-        audio = torch.zeros(1, config.in_channels, PROBE_FRAMES * config.downsampling_ratio)
-        values = probe(self.encode_audio, self.model, audio, PATH, f"{config.type} encode")
-        width = config.n_codebooks if config.is_discrete else config.latent_dim
-        expect_shape(values, PATH, f"{config.type} encode", {0: 1, 1: width, -1: PROBE_FRAMES}, (3,))
-        back = probe(self.decode_values, self.model, values, PATH, f"{config.type} decode")
-        expect_shape(back, PATH, f"{config.type} decode", {0: 1, 1: config.in_channels, -1: audio.shape[-1]}, (3,))
+        check_whole(self, self.model, self.config.type)
 
 
 @register("autoencoder", "encodec", config=EncodecCodecConfig)

@@ -142,29 +142,36 @@ class ImportedAutoencoder(nn.Module):
         return self.module.decode(values)
 
     def load_weights(self, path: Path, prefix: str | None) -> None:
-        from pipeline.models.autoencoder.checkpoints import (
-            check_finite_weights,
-            load_strict,
-            normalise_keys,
-            read_state_dict,
-        )
-
-        state = normalise_keys(read_state_dict(path), [prefix] if prefix else [])
-        load_strict(self.module, state, source=str(path))
-        check_finite_weights(state, str(path))
+        load_module_weights(self.module, path, prefix)
 
     def check(self, owner: Any) -> None:
-        """encode/decode on zeros of PROBE_FRAMES frames against the stated geometry."""
-        config = self.config
-        audio = torch.zeros(1, config.in_channels, PROBE_FRAMES * config.downsampling_ratio)
-        what = f"{config.target}.encode"
-        values = probe(self.encode_audio, self.module, audio, PATH, what)
-        width = config.n_codebooks if config.is_discrete else config.latent_dim
-        expect_shape(values, PATH, what, {0: 1, 1: width, -1: PROBE_FRAMES}, (3,))
-        if config.is_discrete == values.is_floating_point():
-            kind = "integer codes" if config.is_discrete else "floating-point latents"
-            raise ContractError(f"{PATH}: {what} returned {values.dtype} values; the config states {kind}")
-        audio_back = probe(self.decode_values, self.module, values, PATH, f"{config.target}.decode")
-        expect_shape(
-            audio_back, PATH, f"{config.target}.decode", {0: 1, 1: config.in_channels, -1: audio.shape[-1]}, (3,)
-        )
+        check_whole(self, self.module, self.config.target)
+
+
+def load_module_weights(module: nn.Module, path: Path, prefix: str | None) -> None:
+    """`path` into `module`, strictly (every mismatch listed), refusing NaN/Inf weights."""
+    from pipeline.models.autoencoder.checkpoints import (
+        check_finite_weights,
+        load_strict,
+        normalise_keys,
+        read_state_dict,
+    )
+
+    state = normalise_keys(read_state_dict(path), [prefix] if prefix else [])
+    load_strict(module, state, source=str(path))
+    check_finite_weights(state, str(path))
+
+
+def check_whole(codec: Any, module: nn.Module, name: str) -> None:
+    """A whole autoencoder's encode and decode on zeros of PROBE_FRAMES frames against the geometry
+    its config states (width, frames, integer codes or float latents, audio length)."""
+    config = codec.config
+    audio = torch.zeros(1, config.in_channels, PROBE_FRAMES * config.downsampling_ratio)
+    values = probe(codec.encode_audio, module, audio, PATH, f"{name}.encode")
+    width = config.n_codebooks if config.is_discrete else config.latent_dim
+    expect_shape(values, PATH, f"{name}.encode", {0: 1, 1: width, -1: PROBE_FRAMES}, (3,))
+    if config.is_discrete == values.is_floating_point():
+        kind = "integer codes" if config.is_discrete else "floating-point latents"
+        raise ContractError(f"{PATH}: {name}.encode returned {values.dtype} values; the config states {kind}")
+    audio_back = probe(codec.decode_values, module, values, PATH, f"{name}.decode")
+    expect_shape(audio_back, PATH, f"{name}.decode", {0: 1, 1: config.in_channels, -1: audio.shape[-1]}, (3,))
