@@ -69,10 +69,11 @@ def _import_diffusion(
         sections, notes = _import_autoencoder(document, path, checkpoint, prefix)
     except SatImportError as error:
         problems += [line.strip() for line in str(error).removeprefix(f"{path}: ").splitlines() if line.strip()]
-    ratio = sections.get("autoencoder", {}).get("model", {}).get("encoder", {}).get("strides")
+    encoder = sections.get("autoencoder", {}).get("model", {}).get("encoder", {})
+    ratio = encoder.get("downsampling_ratio") or math.prod(encoder.get("strides") or [0])
     frames = None
     if ratio and isinstance(document.get("sample_size"), int):
-        frames = document["sample_size"] // math.prod(ratio)
+        frames = document["sample_size"] // ratio
     train, train_notes, train_problems = diffusion_train_section(document, frames, checkpoint, t5_dir)
     problems += train_problems
     if problems:
