@@ -101,3 +101,35 @@ def test_codec_mistakes_name_their_yaml_path(tmp_path, write_yaml):
     with pytest.raises(ConfigError) as error:
         load_experiment(write_yaml("exp.yaml", document))
     assert "no " + str(tmp_path / "config.json") in str(error.value)
+
+
+def test_encodec_codes_train_an_lm_that_samples_audio(tmp_path, training_audio):
+    """The LM path end to end on a codec's codes: pre-encode, index, a few LM steps, sampled WAVs
+    decoded by the codec at its rate and length."""
+    import soundfile as sf
+
+    from pipeline.encode.pre_encode import pre_encode_all
+    from pipeline.latents.index import build_index
+    from pipeline.sample.generate import sample_stage
+    from pipeline.train.stage import train_stage
+    from tests.train.conftest import TINY_LM_TRAIN
+
+    directory = write_codec(tmp_path / "encodec", "encodec")
+    train = {**TINY_LM_TRAIN, "steps": 4, "eval_every": 2, "checkpoint_every": 2, "batch_size": 4}
+    sample = {"count": 2, "seconds": 0.05, "top_k": 8}
+    path = byo_experiment(
+        tmp_path,
+        training_audio,
+        {"type": "encodec", "path": str(directory), "bandwidth": 16.0},
+        train=train,
+        sample=sample,
+    )
+    experiment = load_experiment(path)
+    pre_encode_all(experiment, progress=False)
+    build_index(experiment)
+    assert train_stage(experiment, progress=False).exported is not None
+    samples = sample_stage(experiment, experiment.sample, progress=False)
+    files = sorted(layout_of(experiment).samples_dir.glob("*.wav"))
+    assert len(files) == 2, samples
+    audio, rate = sf.read(files[0])
+    assert rate == 16000 and len(audio) == 800  # 0.05 s: 100 frames of 8 samples, cut to the seconds asked
