@@ -27,9 +27,7 @@ def weights_path(experiment: Experiment) -> Path:
     configured = experiment.autoencoder
     if configured is None:
         raise UserFacingError(f"experiment '{experiment.name}' has no autoencoder section")
-    if configured.model.weights_file is not None:  # a codec's own directory
-        return configured.model.weights_file
-    return layout_of(experiment).autoencoder_weights_for(configured.checkpoint)
+    return layout_of(experiment).autoencoder_weights_for(configured.pretrained_weights)
 
 
 def check_weights_belong(experiment: Experiment) -> Path:
@@ -41,9 +39,9 @@ def check_weights_belong(experiment: Experiment) -> Path:
     configured = experiment.autoencoder
     assert configured is not None  # weights_path checked
     if not path.is_file():
-        hint = "" if configured.checkpoint else " (run the train_autoencoder stage first)"
+        hint = "" if configured.pretrained_weights else " (run the train_autoencoder stage first)"
         raise UserFacingError(f"autoencoder weights not found: {path}{hint}")
-    if configured.checkpoint is None and configured.model.trainable:
+    if configured.pretrained_weights is None:
         recorded = (read_saved_description(path) or {}).get("stage_hash")
         wanted = stage_hash(experiment, "train_autoencoder")
         if recorded != wanted:

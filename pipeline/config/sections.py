@@ -202,6 +202,13 @@ class AutoencoderConfig(StrictModel):
         check_fields(self, problems)
         return self
 
+    @property
+    def pretrained_weights(self) -> Path | None:
+        """The weights file the experiment brings: `checkpoint`, or a codec's own (model.path); None:
+        the train_autoencoder stage makes them."""
+        own = self.model.weights_file
+        return own if own is not None else self.checkpoint
+
     def _whole_model_problems(self) -> list[tuple[tuple[str, ...], str]]:
         """A whole autoencoder is not trained here; a codec brings its own weights."""
         model, problems = self.model, []
