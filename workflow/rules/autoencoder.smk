@@ -1,12 +1,12 @@
-# Stage 3: train the autoencoder, only when the experiment names no pretrained checkpoint.
-# Later stages take AUTOENCODER_WEIGHTS as input: the configured checkpoint or this rule's output.
+# Stage 3: train the autoencoder, only when the experiment brings no weights of its own (a pretrained
+# `checkpoint`, or a codec's own weights file: autoencoder.pretrained_weights). Later stages take
+# AUTOENCODER_WEIGHTS as input: those weights or this rule's output.
 # Resumable checkpoints live in autoencoder/runs/<run hash>/, outside the declared outputs (Snakemake
 # deletes a job's outputs before it runs it again).
 
-AUTOENCODER_WEIGHTS = (
-    LAYOUT.autoencoder_weights_for(EXPERIMENT.autoencoder.checkpoint) if EXPERIMENT.autoencoder is not None else None
-)
-TRAINS_AUTOENCODER = EXPERIMENT.autoencoder is not None and EXPERIMENT.autoencoder.checkpoint is None
+PRETRAINED_WEIGHTS = EXPERIMENT.autoencoder.pretrained_weights if EXPERIMENT.autoencoder is not None else None
+AUTOENCODER_WEIGHTS = LAYOUT.autoencoder_weights_for(PRETRAINED_WEIGHTS) if EXPERIMENT.autoencoder is not None else None
+TRAINS_AUTOENCODER = EXPERIMENT.autoencoder is not None and PRETRAINED_WEIGHTS is None
 
 
 if TRAINS_AUTOENCODER:
