@@ -108,3 +108,16 @@ def sharded_experiment(tmp_path, training_audio) -> Callable[..., Path]:
         return path
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread while a module's tests run (tiny models; more threads than free cores make
+    small matmuls slower on the shared machine). Modules ask for it with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,6 +18,8 @@ from pipeline.models.diffusion.diffusion_config import DiffusionModelConfig
 from tests.models.test_checkpoints import legacy_weight_norm
 from tests.models.test_diffusion_model import CHANNELS, config_dict
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models, shared cores
+
 VAE = {
     "encoder": {"type": "oobleck", "in_channels": 2, "channels": 4, "c_mults": [1, 2], "strides": [2, 4],
                 "latent_dim": 2 * CHANNELS, "use_snake": True},
@@ -30,14 +32,6 @@ NUMBERS_ONLY = config_dict(
     conditioners=[{"type": "number", "id": "seconds_start"}, {"type": "number", "id": "seconds_total"}],
     cross_attention_cond_ids=["seconds_start", "seconds_total"],
 )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def diffusion(seed: int):

@@ -17,17 +17,11 @@ from pipeline.models.lm import patterns
 from pipeline.models.lm.lm_config import LMConfig
 from pipeline.models.lm.model import sample_tokens
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models, shared cores
+
 COND_DIM = 16
 VOCABULARY = 32
 VALUES = {"seconds_total": [3.0, 50.0], "genre": ["rock", None]}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def config_dict(**changes) -> dict:

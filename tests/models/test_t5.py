@@ -18,16 +18,10 @@ from pipeline.models.t5_config import T5ConditionerConfig  # noqa: E402
 from pipeline.train.diffusion import Drawer  # noqa: E402
 from tests.text import write_tiny_t5  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models, shared cores
+
 WIDTH = 16  # the tiny T5's d_model
 PROMPTS = ["soft piano", "loud drum loop a bell organ slow", None]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

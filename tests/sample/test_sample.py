@@ -22,19 +22,9 @@ from pipeline.layout import layout_of
 from tests.conftest import REPO_ROOT
 from tests.train.conftest import encoded_work, train_experiment  # noqa: F401 (fixtures)
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models, shared cores
+
 SAMPLE = {"count": 3, "seconds": 0.3, "steps": 4, "seed": 7, "batch_size": 2, "device": "cpu"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny models' matrices are too small for two threads to help; on shared cores a second thread
-    spinning for its share makes every matmul many times slower (the subprocesses get OMP_NUM_THREADS=1)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

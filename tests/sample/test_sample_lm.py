@@ -17,17 +17,9 @@ from pipeline.layout import layout_of
 from tests.sample.test_sample import pipeline_sample, wav_bytes
 from tests.train.conftest import encoded_codes_work  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models, shared cores
+
 SAMPLE = {"count": 3, "seconds": 0.3, "seed": 7, "batch_size": 2, "device": "cpu", "cfg_scale": 2.0, "top_k": 16}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -26,17 +26,9 @@ from pipeline.train.stage import run_files, train_stage
 from tests.conftest import DEMO_EXPERIMENT, REPO_ROOT, deep_merge
 from tests.train.conftest import TINY_TRAIN, encode_document
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models, shared cores
+
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny DiT's matrices are too small for two threads to help; on shared cores a second thread
-    spinning for its share makes every matmul many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --- a store of a few fixed latents ---------------------------------------------------------------

@@ -15,15 +15,9 @@ from pipeline.train.diffusion import DiffusionFamily
 from pipeline.train.distributed import DistEnv
 from pipeline.train.stage import train_stage
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models, shared cores
+
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def sat_layout_file(experiment, path, seed: int = 7) -> dict[str, torch.Tensor]:

@@ -23,15 +23,9 @@ from tests.conftest import DEMO_EXPERIMENT, deep_merge
 from tests.train.conftest import DEMO_LM_EXPERIMENT, TINY_LM, TINY_LM_TRAIN, encode_document
 from tests.train.test_diffusion import assert_user_error, pipeline_train
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models, shared cores
+
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -30,17 +30,11 @@ from tests.conftest import DEMO_EXPERIMENT, REPO_ROOT, deep_merge  # noqa: E402
 from tests.text import write_tiny_t5  # noqa: E402
 from tests.train.conftest import TINY_TRAIN, encode_document  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models, shared cores
+
 CPU = torch.device("cpu")
 CAPTIONS = {"a": "soft piano", "b": "loud drum loop"}
 STEPS = 400
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
