@@ -19,7 +19,7 @@ from tests.byo import LM_TRAIN, byo_experiment, write_codec
 from tests.conftest import REPO_ROOT
 
 pytest.importorskip("transformers")
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models, shared cores
 
 
 def _run(*arguments: str) -> subprocess.CompletedProcess:

@@ -21,7 +21,7 @@ from pipeline.models.autoencoder.whole import WholeAutoencoder
 from pipeline.shards.reader import read_items
 from tests.byo import byo_experiment, write_lab
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models, shared cores
 ENCODER = {"type": "import", "target": "my_lab.models.Encoder", "params": {"in_channels": 1, "latent_dim": 4}}
 DECODER = {"type": "import", "target": "my_lab.models.Decoder", "params": {"out_channels": 1, "latent_dim": 4}}
 COMPOSITE = {"encoder": ENCODER, "decoder": DECODER, "bottleneck": {"type": "identity"}}
