@@ -77,6 +77,16 @@ class LabelConditionerConfig(ConditionerConfig):
 Problems = list[tuple[tuple[str | int, ...], str]]
 
 
+class UsesConditioners:
+    """Mixed into a model config that has a `conditioners` field (diffusion, LM): the metadata fields
+    they read. No fields of its own, so the config's fields and their order stay its own."""
+
+    @property
+    def conditioning_fields(self) -> tuple[str, ...]:
+        """The metadata fields the conditioners read, each once, in conditioner order."""
+        return tuple(dict.fromkeys(conditioner.source_field for conditioner in self.conditioners))
+
+
 def cond_id_problems(
     conditioners: Sequence[ConditionerConfig], cond_dim: int, id_lists: Mapping[str, Sequence[str]]
 ) -> Problems:

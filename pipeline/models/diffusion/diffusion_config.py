@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from pipeline.config.base import ComponentConfig, check_fields
 from pipeline.config.registry import component_union, discover, register_config
-from pipeline.models.conditioners_config import cond_id_problems, sample_conditioning_problems
+from pipeline.models.conditioners_config import UsesConditioners, cond_id_problems, sample_conditioning_problems
 
 # The backbone and conditioner configs must be registered before the unions below are built. Inside
 # discover() itself (this module is one it imports) the nested call imports the rest and returns.
@@ -26,7 +26,7 @@ SAMPLERS = ("euler", "heun", "ddim", "dpmpp_2m")  # samplers.SAMPLERS, here with
 
 
 @register_config("model", "diffusion", component="pipeline.models.diffusion.model:DiffusionModel")
-class DiffusionModelConfig(ComponentConfig):
+class DiffusionModelConfig(UsesConditioners, ComponentConfig):
     type: Literal["diffusion"] = "diffusion"
     backbone: component_union("backbone") = Field(  # type: ignore[valid-type]
         description="the denoising network, e.g. {type: dit, ...}"
@@ -54,11 +54,6 @@ class DiffusionModelConfig(ComponentConfig):
         description="probability per training sample of replacing its cross-attention tokens by the null "
         "(zeros), so classifier-free guidance has an unconditional model",
     )
-
-    @property
-    def conditioning_fields(self) -> tuple[str, ...]:
-        """The metadata fields the conditioners read, each once, in conditioner order."""
-        return tuple(dict.fromkeys(conditioner.source_field for conditioner in self.conditioners))
 
     @model_validator(mode="after")
     def _check_conditioning(self) -> DiffusionModelConfig:

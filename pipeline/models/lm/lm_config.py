@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 
 from pipeline.config.base import ComponentConfig, check_fields
 from pipeline.config.registry import component_union, discover, register_config
-from pipeline.models.conditioners_config import cond_id_problems, sample_conditioning_problems
+from pipeline.models.conditioners_config import UsesConditioners, cond_id_problems, sample_conditioning_problems
 from pipeline.models.diffusion.dit_config import MIN_HEAD_DIM
 
 discover()  # the conditioner configs, for the union below
@@ -27,7 +27,7 @@ MAX_VOCABULARY = 2**20  # entries per codebook an LM embeds (rvq's own limit)
 
 
 @register_config("model", "lm", component="pipeline.models.lm.model:LanguageModel")
-class LMConfig(ComponentConfig):
+class LMConfig(UsesConditioners, ComponentConfig):
     type: Literal["lm"] = "lm"
     n_codebooks: int | None = Field(
         None,
@@ -74,11 +74,6 @@ class LMConfig(ComponentConfig):
     @property
     def head_dim(self) -> int:
         return self.embed_dim // self.num_heads
-
-    @property
-    def conditioning_fields(self) -> tuple[str, ...]:
-        """The metadata fields the conditioners read, each once, in conditioner order."""
-        return tuple(dict.fromkeys(conditioner.source_field for conditioner in self.conditioners))
 
     @model_validator(mode="after")
     def _check(self) -> LMConfig:
