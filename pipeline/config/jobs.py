@@ -83,8 +83,9 @@ def job_resources(
         "nodes": wanted.nodes,
     }
     extra = []
-    signal = wanted.signal_seconds
-    if stage in TRAINING_STAGES and wanted.processes > 1:
+    one_training_process = stage in TRAINING_STAGES and wanted.processes == 1
+    signal = 0 if one_training_process else wanted.signal_seconds  # one process: the loop watches the time itself
+    if stage in TRAINING_STAGES and not one_training_process:
         resources["mpi"] = "srun"  # the command starts its own tasks
         if wanted.processes_per_node > 1:
             resources["tasks_per_node"] = wanted.processes_per_node
@@ -92,10 +93,8 @@ def job_resources(
             resources["tasks"] = wanted.processes
         if wanted.gpus:
             extra.append(f"--gpus-per-node={wanted.gpus}")
-    else:
-        signal = signal if stage not in TRAINING_STAGES else 0  # one process: the loop watches the time itself
-        if wanted.gpus:
-            resources["gpu"] = wanted.gpus
+    elif wanted.gpus:
+        resources["gpu"] = wanted.gpus
     if signal:
         # Without `B:` SLURM signals the job's steps (the training processes), not the batch shell.
         extra.append(f"--signal=USR1@{signal}")
